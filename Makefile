@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export OMP_NUM_THREADS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+# torch first, from the CPU wheel on local disk: an unpinned torch would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(VENV)/bin/phifleet model info phi4-tiny
+	$(VENV)/bin/phifleet model eval examples/reviews.jsonl
+	$(VENV)/bin/phifleet generate-one "Write a positive review of a kettle." --stream
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check engine cluster jobs serve bench tests
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/engine_cpu.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,216 @@
+"""The `phifleet` command line. Flags map onto the engine's pydantic config; nothing is configured twice."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from pydantic import ValidationError
+
+DESCRIPTION = """\
+phifleet runs Microsoft Phi-4 at scale: offline batch inference on Ray Data and OpenAI-compatible
+serving on Ray Serve, locally on an embedded Ray or on Kubernetes (KubeRay).
+
+Every command takes --model: a local model directory, a Hugging Face id already in the local
+cache, or 'phi4-tiny' (the default) -- a toy model with Phi-4's architecture and chat format,
+built offline on first use in about a minute.
+"""
+
+
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    from engine.config import EngineConfig
+
+    fields = EngineConfig.model_fields
+    g = p.add_argument_group("engine")
+    g.add_argument("--model", default=fields["model"].default, help=fields["model"].description)
+    g.add_argument("--dtype", default="auto", help=fields["dtype"].description)
+    g.add_argument("--device", default="auto", help=fields["device"].description)
+    g.add_argument("--backend", default="deepspeed", help=fields["backend"].description)
+    g.add_argument("--batching", default="auto", help=fields["batching"].description)
+    g.add_argument("--tensor-parallel-size", type=int, default=1, help=fields["tensor_parallel_size"].description)
+    g.add_argument("--max-model-len", type=int, default=None, help=fields["max_model_len"].description)
+    g.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=fields["max_batch_size"].default,
+        help=fields["max_batch_size"].description,
+    )
+
+
+def _engine_config(args: argparse.Namespace):  # -> EngineConfig
+    from engine.config import EngineConfig
+
+    return EngineConfig(
+        model=args.model,
+        dtype=args.dtype,
+        device=args.device,
+        backend=args.backend,
+        batching=args.batching,
+        tensor_parallel_size=args.tensor_parallel_size,
+        max_model_len=args.max_model_len,
+        max_batch_size=args.max_batch_size,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="phifleet", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    model = sub.add_parser("model", help="build, inspect and evaluate models")
+    msub = model.add_subparsers(dest="model_command", required=True, metavar="MODEL_COMMAND")
+    build = msub.add_parser(
+        "build-tiny",
+        help="(re)build the phi4-tiny default model (about a minute on CPU)",
+        description="Build phi4-tiny deterministically and train it on generated reviews.",
+    )
+    build.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="directory to write (default: the phifleet cache, $PHIFLEET_HOME)",
+    )
+    info = msub.add_parser("info", help="show a model's architecture, size, tokenizer and context window")
+    info.add_argument("path", nargs="?", default="phi4-tiny", help="model directory, cached HF id or phi4-tiny")
+    ev = msub.add_parser(
+        "eval",
+        help="label-score a labelled JSONL file and report accuracy",
+        description="Classify each row's text by label scoring and compare with its 'label'.",
+    )
+    ev.add_argument("input", type=Path, help="JSONL with 'text' and 'label' per line")
+    ev.add_argument("--labels", default=None, help="comma-separated candidate labels (default: those in the file)")
+    ev.add_argument("--instruction", default=None, help="system instruction; {labels} is replaced by the labels")
+    _engine_args(ev)
+
+    gen = sub.add_parser(
+        "generate-one",
+        help="generate one chat completion locally (an engine smoke test)",
+        description="Render PROMPT as a user turn with Phi-4's chat template and generate.",
+    )
+    gen.add_argument("prompt", help="the user message")
+    gen.add_argument("--system", default=None, help="optional system message")
+    gen.add_argument("--max-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    _engine_args(gen)
+    return parser
+
+
+def cmd_build_tiny(args: argparse.Namespace) -> int:
+    from engine.tiny.build import build_tiny_model, default_tiny_dir
+
+    path = args.output or default_tiny_dir()
+    print(f"building phi4-tiny into {path} ...", flush=True)
+    meta = build_tiny_model(path)
+    print(json.dumps(meta, indent=2))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from engine.model_info import model_info
+
+    print(json.dumps(model_info(args.path), indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from engine import Engine
+    from engine.prompts import classification_prompt
+
+    rows = [json.loads(line) for line in args.input.read_text().splitlines() if line.strip()]
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row.get("text"), str) or not isinstance(row.get("label"), str):
+            raise SystemExit(f"{args.input}:{i}: each line needs string fields 'text' and 'label'")
+    labels = args.labels.split(",") if args.labels else sorted({r["label"] for r in rows})
+    engine = Engine(_engine_config(args))
+    started = time.perf_counter()
+    scores = engine.score_labels([classification_prompt(r["text"], labels, args.instruction) for r in rows], labels)
+    elapsed = time.perf_counter() - started
+    correct = sum(s.label == r["label"] for s, r in zip(scores, rows, strict=True))
+    confusion = Counter((r["label"], s.label) for s, r in zip(scores, rows, strict=True))
+    print(f"model {engine.model_name} ({engine.model_dir}), backend {engine.config.backend}")
+    print(f"rows {len(rows)}  accuracy {correct / len(rows):.1%}  {len(rows) / elapsed:.0f} rows/s")
+    print("confusion (true -> predicted):")
+    for (truth, pred), n in sorted(confusion.items()):
+        print(f"  {truth:>10} -> {pred:<10} {n}")
+    return 0
+
+
+def cmd_generate_one(args: argparse.Namespace) -> int:
+    from engine import Engine, GenerationRequest, SamplingParams
+
+    engine = Engine(_engine_config(args))
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    messages.append({"role": "user", "content": args.prompt})
+    params = SamplingParams(
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+        stop=tuple(args.stop),
+    )
+    request = GenerationRequest(engine.render_chat(messages), params)
+    started = time.perf_counter()
+    if args.stream:
+        for delta in engine.stream(request):
+            print(delta.text, end="", flush=True)
+            if delta.finish_reason:
+                print(
+                    f"\n[finish={delta.finish_reason} prompt_tokens={delta.prompt_tokens} "
+                    f"completion_tokens={delta.completion_tokens}]"
+                )
+    else:
+        result = engine.generate([request])[0]
+        print(result.text)
+        print(
+            f"[finish={result.finish_reason} prompt_tokens={result.prompt_tokens} "
+            f"completion_tokens={result.completion_tokens} {time.perf_counter() - started:.2f}s]"
+        )
+    engine.close()
+    return 0
+
+
+COMMANDS = {
+    ("model", "build-tiny"): cmd_build_tiny,
+    ("model", "info"): cmd_info,
+    ("model", "eval"): cmd_eval,
+    ("generate-one", None): cmd_generate_one,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from engine.errors import EngineError
+
+    handler = COMMANDS[(args.command, getattr(args, "model_command", None))]
+    try:
+        return handler(args)
+    except ValidationError as exc:
+        print(f"phifleet: invalid configuration: {_validation_message(exc)}", file=sys.stderr)
+    except EngineError as exc:
+        where = f" ({exc.param})" if exc.param else ""
+        print(f"phifleet: error{where}: {exc.message}", file=sys.stderr)
+    return 2
+
+
+def _validation_message(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""One Phi-4 replica: the object jobs and serve hold, one per actor or deployment replica."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from engine import deepspeed_prep
+from engine.chat_template import ENDOFTEXT, IM_END, render_chat
+from engine.config import EngineConfig
+from engine.continuous_batching import ContinuousBatcher
+from engine.errors import ContextLengthExceededError, InvalidRequestError
+from engine.loading import load_model, load_tokenizer, resolve_model_dir
+from engine.scoring import label_logprobs
+from engine.sequence import Sequence as Seq
+from engine.static_batching import decode_steps, length_buckets
+from engine.types import GenerationRequest, GenerationResult, LabelScores, StreamDelta
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Tokenizer + DeepSpeed-prepared model + a batcher. Not thread-safe: one caller at a time."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.model_dir: Path = resolve_model_dir(self.config.model)
+        self.tokenizer = load_tokenizer(self.model_dir)
+        self.model = deepspeed_prep.prepare(load_model(self.model_dir, self.config), self.config)
+        self.hf_model = deepspeed_prep.unwrap(self.model)
+        self.device = torch.device(self.config.resolved_device())
+        self.model_name = self.config.served_model_name or self.model_dir.name
+        model_max = getattr(self.hf_model.config, "max_position_embeddings", None) or 4096
+        self.max_model_len = min(self.config.max_model_len or model_max, model_max)
+        self.pad_id = int(self.tokenizer.pad_token_id)
+        self.eos_ids = frozenset(
+            i for i in (self._token_id(IM_END), self._token_id(ENDOFTEXT), self.tokenizer.eos_token_id) if i is not None
+        )
+        self.batching = self.config.resolved_batching()
+        self._continuous: ContinuousBatcher | None = None
+
+    def _token_id(self, token: str) -> int | None:
+        return self.tokenizer.get_vocab().get(token)
+
+    # --- text ------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def render_chat(self, messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = True) -> str:
+        return render_chat(messages, add_generation_prompt)
+
+    # --- validation ------------------------------------------------------------------------
+    def _prompt_ids(self, prompt: str, reserve: int, param: str = "prompt") -> list[int]:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidRequestError(f"{param} must be a non-empty string", param=param)
+        ids = self.encode(prompt)
+        if len(ids) + reserve > self.max_model_len:
+            raise ContextLengthExceededError(
+                f"{param} is {len(ids)} tokens and {reserve} more are requested, but the context window is "
+                f"{self.max_model_len} tokens",
+                param=param,
+            )
+        return ids
+
+    def prepare(self, request: GenerationRequest) -> Seq:
+        """Validate and tokenize one request; raises InvalidRequestError naming the bad field."""
+        if request.params.max_tokens <= 0:
+            raise InvalidRequestError(
+                f"max_tokens must be at least 1, got {request.params.max_tokens}", param="max_tokens"
+            )
+        ids = self._prompt_ids(request.prompt, request.params.max_tokens)
+        return Seq(ids, request.params, self.tokenizer, self.eos_ids, request.request_id)
+
+    # --- generation ------------------------------------------------------------------------
+    def _steps(self, seqs: list[Seq]) -> Iterator[list[Seq]]:
+        """Yield the sequences that advanced, step by step, until all are finished."""
+        if self.batching == "continuous":
+            # The CB sampler shares one random stream: seeded requests keep their guarantee on the static path.
+            cont = [s for s in seqs if s.params.greedy or s.params.seed is None]
+            rest = [s for s in seqs if s not in cont]
+            if cont:
+                yield from self._continuous_batcher().steps(cont)
+            seqs = rest
+        for batch in length_buckets(seqs, self.config.max_batch_size, self.config.max_batch_tokens):
+            yield from decode_steps(self.model, batch, self.pad_id, self.device)
+
+    def _continuous_batcher(self) -> ContinuousBatcher:
+        if self._continuous is None:
+            self._continuous = ContinuousBatcher(
+                self.hf_model,
+                self.eos_ids,
+                self.pad_id,
+                self.config.max_batch_size,
+                self.config.max_batch_tokens,
+                self.config.seed,
+            )
+        return self._continuous
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Generate for many requests at once; results come back in request order."""
+        seqs = [self.prepare(r) for r in requests]
+        for _ in self._steps(seqs):
+            pass
+        return [s.result() for s in seqs]
+
+    def stream(self, request: GenerationRequest) -> Iterator[StreamDelta]:
+        """Text deltas as tokens are produced; the last delta carries finish reason and usage.
+
+        Closing the iterator early (a client that went away) stops the generation.
+        """
+        seq = self.prepare(request)
+        for _ in self._steps([seq]):
+            delta = seq.stream_delta()
+            if delta is not None:
+                yield delta
+
+    # --- label scoring ---------------------------------------------------------------------
+    def label_token_ids(self, labels: Sequence[str]) -> list[list[int]]:
+        if not labels:
+            raise InvalidRequestError("labels must contain at least one label", param="labels")
+        if len(set(labels)) != len(labels):
+            raise InvalidRequestError("labels must be unique", param="labels")
+        end = self._token_id(IM_END)
+        out = []
+        for label in labels:
+            if not isinstance(label, str) or not label.strip():
+                raise InvalidRequestError("labels must be non-empty strings", param="labels")
+            out.append(self.encode(label) + ([end] if end is not None else []))
+        return out
+
+    def score_labels(self, prompts: Sequence[str], labels: Sequence[str]) -> list[LabelScores]:
+        """Classify each prompt (already rendered, ending in the assistant turn) into one of ``labels``."""
+        label_ids = self.label_token_ids(labels)
+        longest_label = max(len(ids) for ids in label_ids)
+        prompt_ids = [self._prompt_ids(p, longest_label, param=f"prompts[{i}]") for i, p in enumerate(prompts)]
+        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        sums: dict[int, list[float]] = {}
+        step = self.config.max_batch_size
+        for start in range(0, len(order), step):
+            chunk = order[start : start + step]
+            scores = label_logprobs(self.model, [prompt_ids[i] for i in chunk], label_ids, self.pad_id, self.device)
+            for i, row in zip(chunk, scores.tolist(), strict=True):
+                sums[i] = row
+        results = []
+        for i in range(len(prompt_ids)):
+            lp = dict(zip(labels, sums[i], strict=True))
+            norm = {label: lp[label] / len(ids) for label, ids in zip(labels, label_ids, strict=True)}
+            results.append(LabelScores(max(lp, key=lp.__getitem__), lp, norm, len(prompt_ids[i])))
+        return results
+
+    def close(self) -> None:
+        if self._continuous is not None:
+            self._continuous.close()
+            self._continuous = None

@@ -1,0 +1,76 @@
+"""Resolve a model source to a local directory and load tokenizer + model, with no network access."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from engine.chat_template import IM_END, PAD, PHI4_CHAT_TEMPLATE
+from engine.config import TINY_MODEL_NAME, EngineConfig
+from engine.errors import ModelNotFoundError, UnsupportedConfigError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model_dir(model: str) -> Path:
+    """A local directory, the embedded tiny model, or a Hugging Face id found in the local cache only."""
+    if model == TINY_MODEL_NAME:
+        from engine.tiny.build import ensure_tiny_model
+
+        return ensure_tiny_model()
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"model directory {path} has no config.json", param="model")
+        return path
+    if model.count("/") == 1 and not model.startswith((".", "/", "~")):
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(model, local_files_only=True))
+        except Exception as exc:  # LocalEntryNotFoundError and friends
+            raise ModelNotFoundError(
+                f"model {model!r} is not a local directory and is not in the local Hugging Face cache "
+                "(phifleet never downloads at run time: fill the cache or pass a directory)",
+                param="model",
+            ) from exc
+    raise ModelNotFoundError(f"model directory {model!r} does not exist", param="model")
+
+
+def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = PAD if PAD in tok.get_vocab() else tok.eos_token
+    if not getattr(tok, "chat_template", None):
+        tok.chat_template = PHI4_CHAT_TEMPLATE
+    if IM_END not in tok.get_vocab():
+        log.warning("tokenizer has no %s token: generation will stop only at its eos token", IM_END)
+    return tok
+
+
+def check_dtype(dtype: torch.dtype, device: str) -> None:
+    if device == "cpu" and dtype == torch.float16:
+        raise UnsupportedConfigError(
+            "dtype float16 is not supported on the CPU (DeepSpeed's CPU accelerator refuses it): "
+            "use float32 or bfloat16",
+            param="dtype",
+        )
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UnsupportedConfigError("device cuda requested but no CUDA device is available", param="device")
+
+
+def load_model(model_dir: Path, config: EngineConfig) -> torch.nn.Module:
+    device = config.resolved_device()
+    dtype = config.resolved_dtype()
+    check_dtype(dtype, device)
+    # With tensor parallelism DeepSpeed shards from CPU memory and moves each shard to its GPU.
+    target = "cpu" if config.tensor_parallel_size > 1 else device
+    hf_logging.disable_progress_bar()  # one bar per replica is noise in job and server logs
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(target)
+    model.eval()
+    return model

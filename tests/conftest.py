@@ -1,0 +1,49 @@
+"""Shared fixtures: one thread for torch (2 threads on 2 cores is 10-40x slower), one tiny model per run."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir():
+    """The phi4-tiny model from the phifleet cache, built once if missing (about a minute)."""
+    from engine.tiny.build import ensure_tiny_model
+
+    return ensure_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_dir):
+    """The default replica: DeepSpeed-prepared, static batching on CPU."""
+    from engine import Engine, EngineConfig
+
+    eng = Engine(EngineConfig(model=str(tiny_dir)))
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="session")
+def hf_engine(tiny_dir):
+    from engine import Engine, EngineConfig
+
+    eng = Engine(EngineConfig(model=str(tiny_dir), backend="hf"))
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="session")
+def continuous_engine(tiny_dir):
+    from engine import Engine, EngineConfig
+
+    eng = Engine(EngineConfig(model=str(tiny_dir), batching="continuous"))
+    yield eng
+    eng.close()

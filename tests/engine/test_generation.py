@@ -1,0 +1,137 @@
+"""Generation on the tiny model: batching modes agree, limits and stop strings hold, seeds reproduce."""
+
+import pytest
+
+from engine import GenerationRequest, SamplingParams
+from engine.chat_template import render_chat
+
+
+def chat(text: str) -> str:
+    return render_chat([{"role": "user", "content": text}])
+
+
+PROMPTS = [
+    chat("Write a positive review of a blender."),
+    chat("Write a negative review of a lamp."),
+    chat("Write a neutral review of a tent."),
+    render_chat(
+        [
+            {
+                "role": "system",
+                "content": "Classify the text as one of: positive, negative, neutral. Answer with the label only.",
+            },
+            {"role": "user", "content": "The kettle is awful."},
+        ]
+    ),
+    "Once upon a time",  # a raw completion prompt, longer padding for the others
+]
+
+
+def greedy(max_tokens: int = 24, **kw) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, **kw)
+
+
+def test_batched_equals_one_by_one_greedy(engine):
+    requests = [GenerationRequest(p, greedy(max_tokens=8 + 4 * i)) for i, p in enumerate(PROMPTS)]
+    batched = engine.generate(requests)
+    single = [engine.generate([r])[0] for r in requests]
+    assert [b.token_ids for b in batched] == [s.token_ids for s in single]
+    assert [b.text for b in batched] == [s.text for s in single]
+    assert any(b.completion_tokens > 3 for b in batched)
+
+
+def test_static_equals_continuous_greedy(engine, continuous_engine):
+    assert continuous_engine.batching == "continuous" and engine.batching == "static"
+    requests = [GenerationRequest(p, greedy(max_tokens=12)) for p in PROMPTS]
+    static = engine.generate(requests)
+    cont = continuous_engine.generate(requests)
+    assert [s.token_ids for s in static] == [c.token_ids for c in cont]
+    assert [s.finish_reason for s in static] == [c.finish_reason for c in cont]
+
+
+def test_continuous_stream_matches_generate(continuous_engine):
+    request = GenerationRequest(PROMPTS[0], greedy())
+    deltas = list(continuous_engine.stream(request))
+    assert "".join(d.text for d in deltas) == continuous_engine.generate([request])[0].text
+
+
+def test_trained_model_answers_the_label(engine):
+    out = engine.generate([GenerationRequest(PROMPTS[3], greedy())])[0]
+    assert out.text == "negative"
+    assert out.finish_reason == "stop"  # ended at <|im_end|>
+
+
+def test_max_tokens_gives_length(engine):
+    out = engine.generate([GenerationRequest(PROMPTS[4], greedy(max_tokens=3))])[0]
+    assert out.finish_reason == "length"
+    assert out.completion_tokens == 3
+    assert len(out.token_ids) == 3
+
+
+def test_usage_counts_match_tokenizer(engine):
+    out = engine.generate([GenerationRequest(PROMPTS[0], greedy())])[0]
+    assert out.prompt_tokens == len(engine.tokenizer.encode(PROMPTS[0], add_special_tokens=False))
+    assert out.completion_tokens == len(out.token_ids)
+
+
+def test_stop_string_truncates_and_finishes(engine):
+    full = engine.generate([GenerationRequest(PROMPTS[0], greedy())])[0].text
+    words = full.split(" ")
+    assert len(words) >= 3, full
+    stop = " " + words[2]
+    out = engine.generate([GenerationRequest(PROMPTS[0], greedy(stop=(stop,)))])[0]
+    assert out.text == full[: full.index(stop)]
+    assert out.finish_reason == "stop"
+    assert stop not in out.text
+
+
+def test_stream_matches_generate_and_withholds_stop_prefix(engine):
+    full = engine.generate([GenerationRequest(PROMPTS[0], greedy())])[0].text
+    stop = full.split(" ")[2]
+    request = GenerationRequest(PROMPTS[0], greedy(stop=(" " + stop,)))
+    deltas = list(engine.stream(request))
+    assert "".join(d.text for d in deltas) == engine.generate([request])[0].text
+    assert all(d.finish_reason is None for d in deltas[:-1])
+    last = deltas[-1]
+    assert last.finish_reason == "stop" and last.completion_tokens > 0 and last.prompt_tokens > 0
+
+
+def test_closing_a_stream_early_stops_generation(engine):
+    stream = engine.stream(GenerationRequest(PROMPTS[4], greedy(max_tokens=200)))
+    next(stream)
+    stream.close()  # a client that went away: nothing else runs, and the engine stays usable
+    assert engine.generate([GenerationRequest(PROMPTS[3], greedy())])[0].text == "negative"
+
+
+def sampled(seed: int | None) -> SamplingParams:
+    return SamplingParams(max_tokens=20, temperature=1.0, top_p=0.95, top_k=50, seed=seed)
+
+
+def test_seeded_sampling_is_reproducible_whatever_the_batch(engine):
+    alone = engine.generate([GenerationRequest(PROMPTS[4], sampled(7))])[0]
+    in_batch = engine.generate([GenerationRequest(PROMPTS[0], sampled(1)), GenerationRequest(PROMPTS[4], sampled(7))])[
+        1
+    ]
+    assert alone.token_ids == in_batch.token_ids
+    others = {engine.generate([GenerationRequest(PROMPTS[4], sampled(s))])[0].token_ids for s in range(8)}
+    assert len(others) > 1  # different seeds do sample differently
+
+
+@pytest.mark.parametrize("top_k", [1])
+def test_top_k_one_is_greedy(engine, top_k):
+    params = SamplingParams(max_tokens=16, temperature=1.3, top_k=top_k, seed=3)
+    out = engine.generate([GenerationRequest(PROMPTS[1], params)])[0]
+    assert out.token_ids == engine.generate([GenerationRequest(PROMPTS[1], greedy(16))])[0].token_ids
+
+
+def test_tiny_top_p_is_greedy(engine):
+    params = SamplingParams(max_tokens=16, temperature=1.0, top_p=1e-6, seed=5)
+    out = engine.generate([GenerationRequest(PROMPTS[2], params)])[0]
+    assert out.token_ids == engine.generate([GenerationRequest(PROMPTS[2], greedy(16))])[0].token_ids
+
+
+def test_continuous_sampling_respects_per_request_params(continuous_engine):
+    """Unseeded sampled requests go through the CB sampler; top_k=1 there must still be greedy."""
+    params = SamplingParams(max_tokens=12, temperature=0.9, top_k=1)
+    out = continuous_engine.generate([GenerationRequest(PROMPTS[1], params)])[0]
+    assert out.token_ids == continuous_engine.generate([GenerationRequest(PROMPTS[1], greedy(12))])[0].token_ids
