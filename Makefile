@@ -24,7 +24,7 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check engine cluster jobs serve bench tests
+	$(VENV)/bin/ruff format --check engine cluster jobs serve bench tests examples
 
 test: lint
 	$(PY) -m pytest -q

@@ -17,12 +17,12 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import torch  # noqa: E402
+import torch
 
-from engine import Engine, EngineConfig, GenerationRequest, SamplingParams  # noqa: E402
-from engine.chat_template import render_chat  # noqa: E402
-from engine.prompts import classification_prompt  # noqa: E402
-from engine.tiny.corpus import LABELS, reviews  # noqa: E402
+from engine import Engine, EngineConfig, GenerationRequest, SamplingParams
+from engine.chat_template import render_chat
+from engine.prompts import classification_prompt
+from engine.tiny.corpus import LABELS, reviews
 
 RESULTS = Path(__file__).parent / "results" / "engine_cpu.md"
 
@@ -59,8 +59,14 @@ def bench_batching(static: Engine, cont: Engine, batches: list[int], repeats: in
         same = [a.token_ids for a in out_s] == [b.token_ids for b in out_c]
         tokens = sum(o.completion_tokens for o in out_s)
         rows.append(
-            [str(n), str(tokens), f"{tokens / t_static:.0f}", f"{tokens / t_cont:.0f}",
-             f"{t_cont / t_static:.1f}x", "yes" if same else "NO"]
+            [
+                str(n),
+                str(tokens),
+                f"{tokens / t_static:.0f}",
+                f"{tokens / t_cont:.0f}",
+                f"{t_cont / t_static:.1f}x",
+                "yes" if same else "NO",
+            ]
         )
         print("batch", n, rows[-1], flush=True)
     return rows
@@ -74,8 +80,14 @@ def bench_labels(engine: Engine, n: int, repeats: int) -> list[str]:
     t_gen, generated = timed(lambda: engine.generate([GenerationRequest(p, params) for p in prompts]), repeats)
     acc_score = sum(s.label == r.label for s, r in zip(scored, data, strict=True)) / n
     acc_gen = sum(g.text.strip() == r.label for g, r in zip(generated, data, strict=True)) / n
-    row = [str(n), f"{n / t_score:.0f}", f"{n / t_gen:.0f}", f"{t_gen / t_score:.1f}x", f"{acc_score:.1%}",
-           f"{acc_gen:.1%}"]
+    row = [
+        str(n),
+        f"{n / t_score:.0f}",
+        f"{n / t_gen:.0f}",
+        f"{t_gen / t_score:.1f}x",
+        f"{acc_score:.1%}",
+        f"{acc_gen:.1%}",
+    ]
     print("labels", row, flush=True)
     return row
 
@@ -111,8 +123,12 @@ backend deepspeed (init_inference, tp 1), fp32, greedy decoding, up to 32 new to
 
 ## Label scoring vs generate-to-label (labels/s, batch {static.config.max_batch_size})
 
-{table(["rows", "scoring labels/s", "generate labels/s", "scoring speed-up", "scoring acc", "generate acc"],
-       [label_row])}
+{
+        table(
+            ["rows", "scoring labels/s", "generate labels/s", "scoring speed-up", "scoring acc", "generate acc"],
+            [label_row],
+        )
+    }
 """
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)

@@ -9,7 +9,7 @@ for a per-request ``seed`` are served by the static path instead (see Engine).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 from transformers import GenerationConfig
@@ -66,8 +66,12 @@ class ContinuousBatcher:
             self._managers[sampled] = manager
         return self._managers[sampled]
 
-    def steps(self, seqs: list[Sequence]) -> Iterator[list[Sequence]]:
-        """Submit all sequences, then yield the ones that received a token each time results arrive."""
+    def steps(self, seqs: list[Sequence], stream: bool = False) -> Iterator[list[Sequence]]:
+        """Submit all sequences, then yield the ones that advanced each time results arrive.
+
+        Token-by-token results are requested only where needed (a stream, or stop strings to watch);
+        otherwise each request reports once, when finished, which keeps Python off the hot path.
+        """
         with self._lock:
             by_id: dict[str, Sequence] = {}
             owner: dict[str, object] = {}
@@ -89,50 +93,53 @@ class ContinuousBatcher:
                     seq.prompt_ids,
                     request_id=rid,
                     max_new_tokens=seq.params.max_tokens,
-                    streaming=True,
+                    streaming=stream or bool(seq.params.stop),
                     eos_token_id=self._eos,
                     **kwargs,
                 )
                 by_id[rid] = seq
                 owner[rid] = manager
+            managers = list({id(m): m for m in owner.values()}.values())
             pending = set(by_id)
             try:
                 while pending:
-                    progressed = self._poll(by_id, owner, pending)
+                    progressed: dict[str, Sequence] = {}
+                    for manager in managers:
+                        for output in self._drain(manager):
+                            if output.request_id in pending:
+                                self._apply(output, by_id[output.request_id], manager, pending)
+                                progressed[output.request_id] = by_id[output.request_id]
                     if progressed:
-                        yield progressed
+                        yield list(progressed.values())
             finally:
                 for rid in pending:
                     owner[rid].cancel_request(rid)
 
-    def _poll(self, by_id: dict[str, Sequence], owner: dict[str, object], pending: set[str]) -> list[Sequence]:
-        progressed: list[Sequence] = []
-        for manager in {id(m): m for m in (owner[r] for r in pending)}.values():
-            output = manager.get_result(timeout=0.05)
-            if output is None:
-                if manager.background_thread_status.fatal_error is not None:
-                    raise RuntimeError(f"continuous batching failed: {manager.background_thread_status.fatal_error}")
-                continue
-            if output.request_id not in pending:
-                continue
-            if output.error:
-                raise RuntimeError(f"continuous batching request failed: {output.error}")
-            seq = by_id[output.request_id]
-            for tok in output.generated_tokens[len(seq.token_ids) :]:
-                seq.push(int(tok))
-            if output.is_finished() and not seq.finished:
-                seq.finish_reason = "length"
-            if seq.finished:
-                pending.discard(output.request_id)
-                if not output.is_finished():
-                    manager.cancel_request(output.request_id)  # a stop string ended it early
-            progressed.append(seq)
-        return progressed
+    @staticmethod
+    def _drain(manager) -> Iterator[object]:
+        """Every output ready now (waiting briefly for the first), failing loudly if the manager died."""
+        output = manager.get_result(timeout=0.05)
+        while output is not None:
+            yield output
+            output = manager.get_result(timeout=0)
+        if manager.background_thread_status.fatal_error is not None:
+            raise RuntimeError(f"continuous batching failed: {manager.background_thread_status.fatal_error}")
+
+    @staticmethod
+    def _apply(output, seq: Sequence, manager, pending: set[str]) -> None:
+        if output.error:
+            raise RuntimeError(f"continuous batching request failed: {output.error}")
+        for tok in output.generated_tokens[len(seq.token_ids) :]:
+            seq.push(int(tok))
+        if output.is_finished() and not seq.finished:
+            seq.finish_reason = "length"
+        if seq.finished:
+            pending.discard(output.request_id)
+            if not output.is_finished():
+                manager.cancel_request(output.request_id)  # a stop string ended it early
 
     def close(self) -> None:
         for manager in self._managers.values():
             manager.stop(block=True)
         self._managers.clear()
 
-
-Stepper = Callable[[list[Sequence]], Iterator[list[Sequence]]]

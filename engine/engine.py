@@ -7,13 +7,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from engine import deepspeed_prep
 from engine.chat_template import ENDOFTEXT, IM_END, render_chat
 from engine.config import EngineConfig
 from engine.continuous_batching import ContinuousBatcher
 from engine.errors import ContextLengthExceededError, InvalidRequestError
-from engine.loading import load_model, load_tokenizer, resolve_model_dir
+from engine.loading import check_dtype, configure_tokenizer, load_model, load_tokenizer, resolve_model_dir
 from engine.scoring import label_logprobs
 from engine.sequence import Sequence as Seq
 from engine.static_batching import decode_steps, length_buckets
@@ -26,20 +27,39 @@ class Engine:
     """Tokenizer + DeepSpeed-prepared model + a batcher. Not thread-safe: one caller at a time."""
 
     def __init__(self, config: EngineConfig | None = None) -> None:
-        self.config = config or EngineConfig()
-        self.model_dir: Path = resolve_model_dir(self.config.model)
-        self.tokenizer = load_tokenizer(self.model_dir)
-        self.model = deepspeed_prep.prepare(load_model(self.model_dir, self.config), self.config)
+        config = config or EngineConfig()
+        model_dir = resolve_model_dir(config.model)
+        self._setup(config, load_tokenizer(model_dir), load_model(model_dir, config), model_dir)
+
+    @classmethod
+    def from_model(
+        cls, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, config: EngineConfig | None = None
+    ) -> Engine:
+        """An engine over a model already in memory: real Phi-4 shapes with random weights in benchmarks."""
+        config = config or EngineConfig()
+        check_dtype(config.resolved_dtype(), config.resolved_device())
+        engine = cls.__new__(cls)
+        engine._setup(config, configure_tokenizer(tokenizer), model.eval(), None)
+        return engine
+
+    def _setup(
+        self, config: EngineConfig, tokenizer: PreTrainedTokenizerBase, model: torch.nn.Module, model_dir: Path | None
+    ) -> None:
+        self.config = config
+        self.model_dir = model_dir
+        self.tokenizer = tokenizer
+        self.model = deepspeed_prep.prepare(model, config)
         self.hf_model = deepspeed_prep.unwrap(self.model)
-        self.device = torch.device(self.config.resolved_device())
-        self.model_name = self.config.served_model_name or self.model_dir.name
+        self.device = torch.device(config.resolved_device())
+        default_name = model_dir.name if model_dir else getattr(self.hf_model.config, "name_or_path", "") or "model"
+        self.model_name = config.served_model_name or default_name
         model_max = getattr(self.hf_model.config, "max_position_embeddings", None) or 4096
-        self.max_model_len = min(self.config.max_model_len or model_max, model_max)
-        self.pad_id = int(self.tokenizer.pad_token_id)
+        self.max_model_len = min(config.max_model_len or model_max, model_max)
+        self.pad_id = int(tokenizer.pad_token_id)
         self.eos_ids = frozenset(
-            i for i in (self._token_id(IM_END), self._token_id(ENDOFTEXT), self.tokenizer.eos_token_id) if i is not None
+            i for i in (self._token_id(IM_END), self._token_id(ENDOFTEXT), tokenizer.eos_token_id) if i is not None
         )
-        self.batching = self.config.resolved_batching()
+        self.batching = config.resolved_batching()
         self._continuous: ContinuousBatcher | None = None
 
     def _token_id(self, token: str) -> int | None:
@@ -75,14 +95,14 @@ class Engine:
         return Seq(ids, request.params, self.tokenizer, self.eos_ids, request.request_id)
 
     # --- generation ------------------------------------------------------------------------
-    def _steps(self, seqs: list[Seq]) -> Iterator[list[Seq]]:
+    def _steps(self, seqs: list[Seq], stream: bool = False) -> Iterator[list[Seq]]:
         """Yield the sequences that advanced, step by step, until all are finished."""
         if self.batching == "continuous":
             # The CB sampler shares one random stream: seeded requests keep their guarantee on the static path.
             cont = [s for s in seqs if s.params.greedy or s.params.seed is None]
             rest = [s for s in seqs if s not in cont]
             if cont:
-                yield from self._continuous_batcher().steps(cont)
+                yield from self._continuous_batcher().steps(cont, stream)
             seqs = rest
         for batch in length_buckets(seqs, self.config.max_batch_size, self.config.max_batch_tokens):
             yield from decode_steps(self.model, batch, self.pad_id, self.device)
@@ -112,7 +132,7 @@ class Engine:
         Closing the iterator early (a client that went away) stops the generation.
         """
         seq = self.prepare(request)
-        for _ in self._steps([seq]):
+        for _ in self._steps([seq], stream=True):
             delta = seq.stream_delta()
             if delta is not None:
                 yield delta

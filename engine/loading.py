@@ -42,7 +42,11 @@ def resolve_model_dir(model: str) -> Path:
 
 
 def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    return configure_tokenizer(AutoTokenizer.from_pretrained(model_dir))
+
+
+def configure_tokenizer(tok: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Left padding (batched decoding appends on the right), a pad token, Phi-4's template if none."""
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = PAD if PAD in tok.get_vocab() else tok.eos_token
