@@ -121,7 +121,7 @@ backend deepspeed (init_inference, tp 1), fp32, greedy decoding, up to 32 new to
 
 {table(["batch", "tokens", "static tok/s", "continuous tok/s", "static speed-up", "same tokens"], batch_rows)}
 
-## Label scoring vs generate-to-label (labels/s, batch {static.config.max_batch_size})
+## Label scoring vs generate-to-label (labels/s, batch {static.max_batch_size})
 
 {
         table(

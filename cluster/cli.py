@@ -38,7 +38,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--max-batch-size",
         type=int,
-        default=fields["max_batch_size"].default,
+        default=None,
         help=fields["max_batch_size"].description,
     )
 

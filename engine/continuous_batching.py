@@ -142,4 +142,3 @@ class ContinuousBatcher:
         for manager in self._managers.values():
             manager.stop(block=True)
         self._managers.clear()
-

@@ -60,6 +60,8 @@ class Engine:
             i for i in (self._token_id(IM_END), self._token_id(ENDOFTEXT), tokenizer.eos_token_id) if i is not None
         )
         self.batching = config.resolved_batching()
+        self.max_batch_size = config.resolved_max_batch_size()
+        self.max_batch_tokens = config.resolved_max_batch_tokens()
         self._continuous: ContinuousBatcher | None = None
 
     def _token_id(self, token: str) -> int | None:
@@ -104,7 +106,7 @@ class Engine:
             if cont:
                 yield from self._continuous_batcher().steps(cont, stream)
             seqs = rest
-        for batch in length_buckets(seqs, self.config.max_batch_size, self.config.max_batch_tokens):
+        for batch in length_buckets(seqs, self.max_batch_size, self.max_batch_tokens):
             yield from decode_steps(self.model, batch, self.pad_id, self.device)
 
     def _continuous_batcher(self) -> ContinuousBatcher:
@@ -113,8 +115,8 @@ class Engine:
                 self.hf_model,
                 self.eos_ids,
                 self.pad_id,
-                self.config.max_batch_size,
-                self.config.max_batch_tokens,
+                self.max_batch_size,
+                self.max_batch_tokens,
                 self.config.seed,
             )
         return self._continuous
@@ -158,7 +160,7 @@ class Engine:
         prompt_ids = [self._prompt_ids(p, longest_label, param=f"prompts[{i}]") for i, p in enumerate(prompts)]
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         sums: dict[int, list[float]] = {}
-        step = self.config.max_batch_size
+        step = self.max_batch_size
         for start in range(0, len(order), step):
             chunk = order[start : start + step]
             scores = label_logprobs(self.model, [prompt_ids[i] for i in chunk], label_ids, self.pad_id, self.device)

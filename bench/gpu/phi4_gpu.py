@@ -133,6 +133,8 @@ class Bench:
 
     def case(self, name: str, fn) -> None:
         """Run one case; a failure or the time budget skips it with a note instead of ending the run."""
+        if self.args.only and name not in self.args.only.split(","):
+            return
         if self.over_budget():
             self.notes.append(f"{name}: skipped, time budget of {self.args.budget_s}s spent")
             print(f"SKIP {name} (budget)", flush=True)
@@ -176,8 +178,19 @@ def main() -> int:
     ap.add_argument("--tiny", action="store_true", help="CPU, toy shapes: proves the script end to end")
     ap.add_argument("--budget-s", type=float, default=400, help="stop starting new cases after this many seconds")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", default=None, help="comma-separated case names to run (default: all)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "bench" / "results")))
+    ap.add_argument(
+        "--render",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="render the markdown of saved run JSON files (no model is built) to stdout",
+    )
     args = ap.parse_args()
+    if args.render:
+        print(render([json.loads(p.read_text()) for p in args.render]), end="")
+        return 0
     if args.tiny:
         torch.set_num_threads(1)
         args.device, args.dtype, shape = "cpu", "float32", TINY
@@ -244,7 +257,7 @@ def main() -> int:
             t, _, peak = timed(lambda: engine.score_labels(prompts, labels), args.repeats)
             yield {
                 "backend": label,
-                "batch": engine.config.max_batch_size,
+                "batch": engine.max_batch_size,
                 "prompts": len(prompts),
                 "prompts_s": len(prompts) / t,
                 "seconds": t,
@@ -255,7 +268,34 @@ def main() -> int:
 
     bench.case("device ceilings", lambda: ceilings(args))
     bench.case("logits deepspeed vs hf", check_logits)
+
+    def raw_decode():
+        """The same single stream as a bare forward loop (no engine): separates engine cost from eager launches."""
+        from transformers import DynamicCache
+
+        ids = torch.tensor([ds_static.encode(random_text(bench.rng, 128 if not args.tiny else 16))], device=args.device)
+
+        def loop():
+            with torch.inference_mode():
+                cache = DynamicCache()
+                out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+                for _ in range(args.decode_tokens - 1):
+                    nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+                    out = model(input_ids=nxt, cache=cache, use_cache=True, logits_to_keep=1)
+                return out
+
+        t, _, peak = timed(loop, args.repeats)
+        yield {
+            "backend": "bare forward loop",
+            "batch": 1,
+            "tokens": args.decode_tokens,
+            "tok_s": args.decode_tokens / t,
+            "seconds": t,
+            "peak_gib": peak,
+        }
+
     bench.case("single-stream decode", single_stream(ds_static, "deepspeed"))
+    bench.case("bare decode loop", raw_decode)
     bench.case("single-stream decode", single_stream(hf_static, "hf"))
     score_bs = 32 if not args.tiny else 4
     bench.case("label scoring", scoring(engine_for(model, tok, "deepspeed", "static", args, score_bs), "deepspeed"))
@@ -333,22 +373,42 @@ def fmt(v: object) -> str:
     return str(v)
 
 
-def report(bench: Bench, args, n_params: int, weight_gib: float) -> None:
-    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()})"
+def run_record(bench: Bench, args, n_params: int, weight_gib: float) -> dict[str, object]:
     import deepspeed
     import transformers
 
+    meta = {
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.machine()})",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "deepspeed": deepspeed.__version__,
+        "parameters": n_params,
+        "weight_gib": round(weight_gib, 2),
+        "dtype": args.dtype,
+        "repeats": args.repeats,
+        "score_len": args.score_len,
+        "tiny": args.tiny,
+    }
+    return {"meta": meta, "rows": bench.rows, "notes": bench.notes}
+
+
+def render(records: list[dict]) -> str:
+    """Markdown for one or more runs on the same card (later runs add rows and metrics)."""
+    meta = records[0]["meta"]
+    rows = [r for rec in records for r in rec["rows"]]
+    notes = [n for rec in records for n in rec["notes"]]
     lines = [
-        f"# Phi-4 shapes on {dev}{' (--tiny)' if args.tiny else ''}",
+        f"# Phi-4 shapes on {meta['device']}{' (--tiny)' if meta['tiny'] else ''}",
         "",
-        f"torch {torch.__version__}, transformers {transformers.__version__}, deepspeed {deepspeed.__version__}; "
-        f"{n_params / 1e9:.2f}B parameters, {weight_gib:.1f} GiB of {args.dtype} weights; medians of "
-        f"{args.repeats} runs after a warm-up; greedy decoding.",
+        f"torch {meta['torch']}, transformers {meta['transformers']}, deepspeed {meta['deepspeed']}; "
+        f"{meta['parameters'] / 1e9:.2f}B parameters, {meta['weight_gib']:.1f} GiB of {meta['dtype']} weights; "
+        f"medians of {meta['repeats']} runs after a warm-up; greedy decoding; {len(records)} run(s) of "
+        "`bench/gpu/phi4_gpu.py` on one machine.",
         "",
         "| case | backend | batch | tokens/prompts | throughput | seconds | peak GiB |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in bench.rows:
+    for r in rows:
         if "metric" in r:
             continue
         thr = f"{r['tok_s']:.0f} tok/s" if "tok_s" in r else f"{r['prompts_s']:.1f} prompts/s"
@@ -357,28 +417,36 @@ def report(bench: Bench, args, n_params: int, weight_gib: float) -> None:
             f"| {r['case']} | {r['backend']} | {r['batch']} | {amount} | {thr} | {fmt(r['seconds'])} | "
             f"{fmt(r['peak_gib'])} |"
         )
-    metrics = {r["metric"]: r["value"] for r in bench.rows if "metric" in r}
+    metrics: dict[str, list[float]] = {}
+    for r in rows:
+        if "metric" in r:
+            metrics.setdefault(r["metric"], []).append(r["value"])
     lines.append("")
-    lines += [f"- {k}: {fmt(v)}" for k, v in metrics.items()]
+    lines += [f"- {k}: {', '.join(fmt(v) for v in vs)}" for k, vs in metrics.items()]
     bw = metrics.get("copy bandwidth TB/s (read+write)")
     mm = metrics.get("bf16 matmul TFLOP/s (8192^3)")
     if bw and mm:
-        weight_bytes = weight_gib * 2**30
+        weight_bytes = meta["weight_gib"] * 2**30
         lines.append(
-            f"- ceiling, single-stream decode (read all weights once per token at the copy rate/2): "
-            f"{bw / 2 * 1e12 / weight_bytes:.0f} tok/s"
+            "- ceiling, single-stream decode (all weights read once per token at the measured copy rate): "
+            f"{statistics.mean(bw) * 1e12 / weight_bytes:.0f} tok/s"
         )
-        flops = 2 * n_params * args.score_len
+        flops = 2 * meta["parameters"] * meta["score_len"]
         lines.append(
-            f"- ceiling, label scoring ({args.score_len}-token prompts at 60% of the measured matmul rate): "
-            f"{0.6 * mm * 1e12 / flops:.0f} prompts/s"
+            f"- ceiling, label scoring ({meta['score_len']}-token prompts at 60% of the measured matmul rate): "
+            f"{0.6 * statistics.mean(mm) * 1e12 / flops:.0f} prompts/s"
         )
-    lines += ["", *[f"- note: {n}" for n in bench.notes]]
-    text = "\n".join(lines) + "\n"
+    lines += ["", *[f"- note: {n}" for n in dict.fromkeys(notes)]]
+    return "\n".join(lines) + "\n"
+
+
+def report(bench: Bench, args, n_params: int, weight_gib: float) -> None:
+    record = run_record(bench, args, n_params, weight_gib)
+    text = render([record])
     args.out.mkdir(parents=True, exist_ok=True)
     name = "gpu_tiny" if args.tiny else "gpu"
     (args.out / f"{name}.md").write_text(text)
-    (args.out / f"{name}.json").write_text(json.dumps({"rows": bench.rows, "notes": bench.notes}, indent=1))
+    (args.out / f"{name}.json").write_text(json.dumps(record, indent=1))
     print("\n" + text, flush=True)
 
 

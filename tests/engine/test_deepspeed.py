@@ -59,5 +59,13 @@ def test_auto_resolution_on_cpu():
     assert cfg.resolved_device() == "cpu"
     assert cfg.resolved_dtype() == torch.float32
     assert cfg.resolved_batching() == "static"
-    assert EngineConfig(device="cuda", batching="auto").resolved_batching() == "continuous"
-    assert EngineConfig(device="cuda").resolved_dtype() == torch.bfloat16
+    assert (cfg.resolved_max_batch_size(), cfg.resolved_max_batch_tokens()) == (32, 16384)
+
+
+def test_gpu_defaults_follow_the_measurement():
+    """bench/results/gpu.md: static beat continuous at every batch size, and batch 128 still gained."""
+    cfg = EngineConfig(device="cuda")
+    assert cfg.resolved_dtype() == torch.bfloat16
+    assert cfg.resolved_batching() == "static"
+    assert (cfg.resolved_max_batch_size(), cfg.resolved_max_batch_tokens()) == (128, 131072)
+    assert EngineConfig(device="cuda", batching="continuous", max_batch_size=8).resolved_max_batch_size() == 8
