@@ -8,6 +8,9 @@ for a per-request ``seed`` are served by the static path instead (see Engine).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import math
 import threading
 from collections.abc import Iterator
 
@@ -20,6 +23,7 @@ from engine.sequence import Sequence
 # Placeholder values only make transformers build the per-request processors; every sampled request
 # passes its own temperature/top_p/top_k, so these defaults are never applied.
 _SAMPLING_PLACEHOLDERS = {"temperature": 0.5, "top_p": 0.5, "top_k": 1}
+PAGE_SIZE = 256
 
 
 class ContinuousBatcher:
@@ -52,9 +56,13 @@ class ContinuousBatcher:
                 max_new_tokens=16,
                 **extra,
             )
+            # Size the paged cache like the static path's bound (rows x tokens), never "90% of free memory":
+            # on CPU transformers would read that as system RAM, on GPU it would starve everything else.
             cb = ContinuousBatchingConfig(
                 max_requests_per_batch=self._max_batch_size,
-                max_batch_tokens=self._max_batch_tokens,
+                num_blocks=math.ceil(self._max_batch_tokens / PAGE_SIZE) + 1,
+                page_size=PAGE_SIZE,
+                max_batch_tokens=max(PAGE_SIZE, min(8192, self._max_batch_tokens // 4)),
                 per_request_processors=sampled,
                 seed=self._seed,
             )
@@ -63,6 +71,9 @@ class ContinuousBatcher:
             manager = self._model.init_continuous_batching(generation_config=gen, continuous_batching_config=cb)
             self._model._cached_continuous_batching_manager = None
             manager.start()
+            # Its generation thread is not a daemon: stop it before interpreter shutdown joins threads, or a
+            # process that forgot Engine.close() never exits (the hook concurrent.futures uses for its workers).
+            threading._register_atexit(functools.partial(_stop_quietly, manager))
             self._managers[sampled] = manager
         return self._managers[sampled]
 
@@ -142,3 +153,9 @@ class ContinuousBatcher:
         for manager in self._managers.values():
             manager.stop(block=True)
         self._managers.clear()
+
+
+def _stop_quietly(manager) -> None:
+    with contextlib.suppress(Exception):
+        if manager.is_running():
+            manager.stop(block=True, timeout=5)

@@ -14,7 +14,14 @@ from engine.chat_template import ENDOFTEXT, IM_END, render_chat
 from engine.config import EngineConfig
 from engine.continuous_batching import ContinuousBatcher
 from engine.errors import ContextLengthExceededError, InvalidRequestError
-from engine.loading import check_dtype, configure_tokenizer, load_model, load_tokenizer, resolve_model_dir
+from engine.loading import (
+    check_dtype,
+    configure_tokenizer,
+    context_window,
+    load_model,
+    load_tokenizer,
+    resolve_model_dir,
+)
 from engine.scoring import label_logprobs
 from engine.sequence import Sequence as Seq
 from engine.static_batching import decode_steps, length_buckets
@@ -53,8 +60,7 @@ class Engine:
         self.device = torch.device(config.resolved_device())
         default_name = model_dir.name if model_dir else getattr(self.hf_model.config, "name_or_path", "") or "model"
         self.model_name = config.served_model_name or default_name
-        model_max = getattr(self.hf_model.config, "max_position_embeddings", None) or 4096
-        self.max_model_len = min(config.max_model_len or model_max, model_max)
+        self.max_model_len = context_window(self.hf_model.config, config)
         self.pad_id = int(tokenizer.pad_token_id)
         self.eos_ids = frozenset(
             i for i in (self._token_id(IM_END), self._token_id(ENDOFTEXT), tokenizer.eos_token_id) if i is not None

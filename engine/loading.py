@@ -78,3 +78,9 @@ def load_model(model_dir: Path, config: EngineConfig) -> torch.nn.Module:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(target)
     model.eval()
     return model
+
+
+def context_window(model_config: object, config: EngineConfig) -> int:
+    """Tokens of prompt + completion a request may use: the model's maximum, or less if configured."""
+    model_max = getattr(model_config, "max_position_embeddings", None) or 4096
+    return min(config.max_model_len or model_max, model_max)

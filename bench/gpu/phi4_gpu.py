@@ -195,14 +195,14 @@ def main() -> int:
         torch.set_num_threads(1)
         args.device, args.dtype, shape = "cpu", "float32", TINY
         args.batches, args.prompt, args.output, args.decode_tokens = [2, 4], 32, 8, 16
-        args.score_prompts, args.score_len, args.cb_step_tokens = 8, 32, 256
+        args.score_prompts, args.score_len = 8, 32
     else:
         if not torch.cuda.is_available():
             print("no CUDA device: run with --tiny on CPU", file=sys.stderr)
             return 2
         args.device, args.dtype, shape = "cuda", "bfloat16", PHI4
         args.batches, args.prompt, args.output, args.decode_tokens = [8, 32, 128], 512, 128, 128
-        args.score_prompts, args.score_len, args.cb_step_tokens = 256, 256, 16384
+        args.score_prompts, args.score_len = 256, 256
     bench = Bench(args)
     dtype = getattr(torch, args.dtype)
     t0 = time.perf_counter()
@@ -311,7 +311,7 @@ def main() -> int:
             device=args.device,
             dtype=args.dtype,
             max_batch_size=max(args.batches),
-            max_batch_tokens=args.cb_step_tokens,
+            max_batch_tokens=max(args.batches) * (args.prompt + args.output),
         ),
     )
     bench.case("continuous batching", batched(ds_cont, "deepspeed", args.batches))

@@ -135,3 +135,23 @@ def test_continuous_sampling_respects_per_request_params(continuous_engine):
     params = SamplingParams(max_tokens=12, temperature=0.9, top_k=1)
     out = continuous_engine.generate([GenerationRequest(PROMPTS[1], params)])[0]
     assert out.token_ids == continuous_engine.generate([GenerationRequest(PROMPTS[1], greedy(12))])[0].token_ids
+
+
+def test_continuous_batching_is_bounded_and_does_not_block_exit(tiny_dir):
+    """transformers sizes its paged cache from free memory (system RAM on a CPU) and runs a non-daemon
+    thread; the engine bounds the cache by max_batch_tokens and stops the thread at interpreter exit."""
+    import subprocess
+    import sys
+
+    code = f"""
+import resource
+from engine import Engine, EngineConfig, GenerationRequest, SamplingParams
+e = Engine(EngineConfig(model={str(tiny_dir)!r}, batching="continuous"))
+r = e.generate([GenerationRequest("Once upon a time", SamplingParams(max_tokens=4, temperature=0))])
+print(r[0].completion_tokens, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""  # no e.close(): the process must still exit
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tokens, max_rss_kib = map(int, proc.stdout.split())
+    assert tokens == 4
+    assert max_rss_kib < 3 * 1024 * 1024  # far below the GBs transformers would take from system RAM
