@@ -105,7 +105,117 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     _engine_args(gen)
+
+    label = sub.add_parser(
+        "label",
+        help="label every row of a dataset (Ray Data; label scoring, one label per row)",
+        description="Classify each row's text into one of --labels by label scoring, on a pool of replicas.",
+    )
+    label.add_argument("--labels", required=True, help="comma-separated candidate labels")
+    label.add_argument("--instruction", default=None, help="system instruction; {labels} becomes the label list")
+    _job_args(label)
+
+    generate = sub.add_parser(
+        "generate",
+        help="generate a completion for every row of a dataset (Ray Data)",
+        description="Fill --prompt-template from each row and generate, on a pool of replicas.",
+    )
+    generate.add_argument("--prompt-template", required=True, help="user message; {column} takes the row's value")
+    generate.add_argument("--system", default=None, help="system message")
+    generate.add_argument("--max-tokens", type=int, default=128)
+    generate.add_argument("--temperature", type=float, default=0.0, help="0 (default) = greedy")
+    generate.add_argument("--top-p", type=float, default=1.0)
+    generate.add_argument("--top-k", type=int, default=0)
+    generate.add_argument("--seed", type=int, default=None)
+    generate.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    _job_args(generate)
+
+    batch = sub.add_parser(
+        "batch",
+        help="run an OpenAI Batch API input file (JSONL of /v1/chat/completions or /v1/completions requests)",
+        description="Writes OUT/output.jsonl and OUT/errors.jsonl in the OpenAI Batch output format.",
+    )
+    _job_args(batch)
     return parser
+
+
+def _job_args(p: argparse.ArgumentParser) -> None:
+    """Flags shared by label/generate/batch: they fill jobs.config.JobConfig, like a --config file would."""
+    p.add_argument("input", help="file, directory, glob or fsspec URL (JSONL, Parquet or CSV)")
+    p.add_argument("--output", required=True, help="output directory; re-running with it resumes the job")
+    p.add_argument("--format", default="parquet", help="result format: parquet or jsonl")
+    p.add_argument("--input-format", default="auto", help="auto (by extension), jsonl, parquet or csv")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--id-column", default="id", help="unique id column; rows without it get <file>:<line>")
+    pool = p.add_argument_group("replica pool")
+    pool.add_argument("--replicas", type=int, default=None, help="fixed pool size (sets min and max)")
+    pool.add_argument("--min-replicas", type=int, default=1)
+    pool.add_argument("--max-replicas", type=int, default=None)
+    pool.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per replica")
+    pool.add_argument("--num-cpus", type=float, default=0.5, help="CPUs per replica (fractional locally)")
+    pool.add_argument("--batch-size", type=int, default=64, help="rows per replica call")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
+    p.add_argument("--dump-config", action="store_true", help="print the job config as YAML and exit")
+    _engine_args(p)
+
+
+def job_config(args: argparse.Namespace):  # -> jobs.config.JobConfig
+    from jobs.config import JobConfig
+
+    if args.command == "label":
+        task = {"kind": "label", "labels": args.labels.split(","), "instruction": args.instruction}
+    elif args.command == "generate":
+        task = {
+            "kind": "generate",
+            "prompt_template": args.prompt_template,
+            "system": args.system,
+            "max_tokens": args.max_tokens,
+            "temperature": args.temperature,
+            "top_p": args.top_p,
+            "top_k": args.top_k,
+            "seed": args.seed,
+            "stop": args.stop,
+        }
+    else:
+        task = {"kind": "batch"}
+    min_r = args.replicas or args.min_replicas
+    return JobConfig.model_validate(
+        {
+            "input": {
+                "path": args.input,
+                "format": args.input_format,
+                "text_column": args.text_column,
+                "id_column": args.id_column or None,
+            },
+            "output": {"path": args.output, "format": args.format},
+            "task": task,
+            "engine": _engine_config(args).model_dump(exclude_defaults=True),
+            "pool": {
+                "min_replicas": min_r,
+                "max_replicas": args.replicas or args.max_replicas or min_r,
+                "num_gpus": args.num_gpus,
+                "num_cpus": args.num_cpus,
+                "batch_size": args.batch_size,
+            },
+            "address": args.address,
+        }
+    )
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    import yaml
+
+    config = job_config(args)
+    if args.dump_config:
+        data = config.model_dump(mode="json", exclude_defaults=True)
+        data["task"]["kind"] = config.task.kind  # the discriminator, default or not
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+        return 0
+    from jobs.pipeline import run_job, summary_text
+
+    manifest = run_job(config)
+    print(summary_text(manifest))
+    return 0 if manifest["counts"]["accounted"] else 1
 
 
 def cmd_build_tiny(args: argparse.Namespace) -> int:
@@ -188,6 +298,9 @@ COMMANDS = {
     ("model", "info"): cmd_info,
     ("model", "eval"): cmd_eval,
     ("generate-one", None): cmd_generate_one,
+    ("label", None): cmd_job,
+    ("generate", None): cmd_job,
+    ("batch", None): cmd_job,
 }
 
 
@@ -196,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from engine.errors import EngineError
+    from jobs.errors import JobInputError
 
     handler = COMMANDS[(args.command, getattr(args, "model_command", None))]
     try:
@@ -205,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as exc:
         where = f" ({exc.param})" if exc.param else ""
         print(f"phifleet: error{where}: {exc.message}", file=sys.stderr)
+    except JobInputError as exc:
+        print(f"phifleet: error: {exc}", file=sys.stderr)
     return 2
 
 

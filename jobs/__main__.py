@@ -1,0 +1,42 @@
+"""`python -m jobs --config job.yaml`: the RayJob entrypoint (the Helm chart mounts the config file)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from pydantic import ValidationError
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    parser = argparse.ArgumentParser(prog="python -m jobs", description=__doc__)
+    parser.add_argument("--config", required=True, help="job config, YAML or JSON (jobs.config.JobConfig)")
+    parser.add_argument("--address", default=None, help="Ray address (overrides the config; default RAY_ADDRESS)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from engine.errors import EngineError
+    from jobs.config import JobConfig
+    from jobs.errors import JobInputError
+    from jobs.pipeline import run_job, summary_text
+
+    try:
+        config = JobConfig.from_file(args.config)
+        if args.address:
+            config = config.model_copy(update={"address": args.address})
+        manifest = run_job(config)
+    except ValidationError as exc:
+        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"jobs: invalid config {args.config}: {errors}", file=sys.stderr)
+        return 2
+    except (JobInputError, EngineError, OSError) as exc:
+        print(f"jobs: {exc}", file=sys.stderr)
+        return 2
+    print(summary_text(manifest))
+    return 0 if manifest["counts"]["accounted"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

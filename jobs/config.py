@@ -1,0 +1,119 @@
+"""The job configuration: one pydantic model behind `phifleet label|generate|batch`, `python -m jobs`
+and the Helm chart's RayJob values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engine.config import EngineConfig
+
+InputFormat = Literal["auto", "jsonl", "parquet", "csv"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputConfig(_Strict):
+    path: str = Field(
+        description=(
+            "A file, a directory or a glob; a local path or an fsspec URL (file://, abfs://, az://, s3://, gs://). "
+            "Azure Blob (adlfs) takes credentials from workload identity or AZURE_STORAGE_* variables."
+        )
+    )
+    format: InputFormat = Field(default="auto", description="auto: by file extension (.jsonl/.json, .parquet, .csv).")
+    text_column: str = Field(default="text", description="Column holding the text (label/generate jobs).")
+    id_column: str | None = Field(
+        default="id",
+        description="Column holding a unique row id; rows without one get '<file>:<line>'. None: always derive.",
+    )
+
+
+class OutputConfig(_Strict):
+    path: str = Field(description="Output directory (local or fsspec URL); re-running with it resumes the job.")
+    format: Literal["parquet", "jsonl"] = Field(
+        default="parquet", description="Result shards' format (OpenAI Batch jobs always write JSONL)."
+    )
+
+
+class PoolConfig(_Strict):
+    """The replica pool: one engine per Ray actor."""
+
+    min_replicas: int = Field(default=1, ge=1, description="Actors kept alive; each loads the model once.")
+    max_replicas: int = Field(default=1, ge=1, description="Ray Data grows the pool up to this under backlog.")
+    num_gpus: float = Field(default=0.0, ge=0, description="GPUs per replica (1 for Phi-4 at tp 1).")
+    num_cpus: float = Field(
+        default=0.5,
+        gt=0,
+        description="CPUs per replica. Keep it fractional on small machines: whole CPUs starve the read stage.",
+    )
+    batch_size: int = Field(
+        default=64, ge=1, description="Rows per replica call. Large batches saturate compute; small ones fail cheaper."
+    )
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> PoolConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) must be >= min_replicas ({self.min_replicas})")
+        return self
+
+
+class LabelTask(_Strict):
+    kind: Literal["label"] = "label"
+    labels: list[str] = Field(min_length=2, description="Candidate labels; each row gets exactly one.")
+    instruction: str | None = Field(
+        default=None, description="System instruction; '{labels}' is replaced by the comma-separated labels."
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _clean_labels(cls, labels: list[str]) -> list[str]:
+        cleaned = [label.strip() for label in labels]
+        if any(not label for label in cleaned):
+            raise ValueError("labels must be non-empty")
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError("labels must be unique")
+        return cleaned
+
+
+class GenerateTask(_Strict):
+    kind: Literal["generate"] = "generate"
+    prompt_template: str = Field(description="User message; '{column}' placeholders are filled from the row.")
+    system: str | None = Field(default=None, description="Optional system message.")
+    max_tokens: int = Field(default=128, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 (the default) is greedy: reproducible.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(default=0, ge=0)
+    seed: int | None = Field(default=None, description="Per-row seed is seed + a hash of the row id.")
+    stop: list[str] = Field(default_factory=list)
+
+
+class BatchTask(_Strict):
+    """OpenAI Batch API input (`custom_id`, `method`, `url`, `body` per line)."""
+
+    kind: Literal["batch"] = "batch"
+
+
+Task = Annotated[LabelTask | GenerateTask | BatchTask, Field(discriminator="kind")]
+
+
+class JobConfig(_Strict):
+    input: InputConfig
+    output: OutputConfig
+    task: Task
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    pool: PoolConfig = Field(default_factory=PoolConfig)
+    address: str | None = Field(
+        default=None, description="Ray address to join (else RAY_ADDRESS, else an embedded local Ray)."
+    )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> JobConfig:
+        """YAML or JSON (JSON is YAML)."""
+        data = yaml.safe_load(Path(path).read_text())
+        return cls.model_validate(data)

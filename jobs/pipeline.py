@@ -1,0 +1,165 @@
+"""Run a job: read -> keys (duplicates) -> prepare (CPU) -> replicas (actor pool) -> write, on Ray Data.
+
+The driver resolves the model, lists the input, loads what earlier runs committed, and then only
+streams small per-shard tallies back; rows never pass through it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import fsspec
+import ray
+from transformers import AutoConfig
+
+from engine.loading import context_window, resolve_model_dir
+from jobs.config import BatchTask, JobConfig, LabelTask
+from jobs.sinks import ERRORS_DIR, RESULTS_DIR, load_committed, merge_jsonl
+from jobs.sources import expand_paths, read_files
+from jobs.stages import Replica, StageSpec, extract_keys, prepare, write
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(address: str | None) -> None:
+    """Join ``address`` (or RAY_ADDRESS), else start an embedded local Ray."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+
+
+def find_duplicates(raw: ray.data.Dataset, spec: StageSpec) -> tuple[set[tuple[str, int]], int]:
+    """(file, line) of every later occurrence of an id, and the number of input rows."""
+    first: dict[str, tuple[str, int]] = {}
+    duplicates: set[tuple[str, int]] = set()
+    rows = 0
+    keys = raw.map_batches(extract_keys, fn_kwargs={"spec": spec}, batch_size=None, batch_format="pyarrow")
+    for batch in keys.iter_batches(batch_size=4096, batch_format="pyarrow"):
+        for rid, source, line in zip(*(batch[c].to_pylist() for c in ("id", "source", "line")), strict=True):
+            rows += 1
+            if rid is None:
+                continue
+            here = (source, line)
+            seen = first.get(rid)
+            if seen is None:
+                first[rid] = here
+            else:  # keep the earliest (file, line) whatever order the blocks arrive in
+                duplicates.add(max(seen, here))
+                first[rid] = min(seen, here)
+    return duplicates, rows
+
+
+def run_job(config: JobConfig) -> dict[str, Any]:
+    started = time.time()
+    model_dir = resolve_model_dir(config.engine.model)
+    max_model_len = context_window(AutoConfig.from_pretrained(model_dir), config.engine)
+    model_name = config.engine.served_model_name or model_dir.name
+    urls = expand_paths(config.input.path, config.input.format)
+    before = load_committed(config.output.path)
+    init_ray(config.address)
+
+    spec = StageSpec(config.model_dump_json(), str(model_dir), max_model_len)
+    pool = config.pool
+    files = ray.data.from_items([{"url": u} for u in urls])
+    raw = files.map_batches(
+        read_files,
+        batch_size=1,
+        batch_format="pyarrow",
+        fn_kwargs={"declared_format": config.input.format, "chunk_rows": pool.batch_size},
+    )
+    duplicates, input_rows = find_duplicates(raw, spec)
+    skip_ref = ray.put((frozenset(before.keys), frozenset(duplicates)))
+    prepared = raw.map_batches(
+        prepare, fn_kwargs={"spec": spec, "skip_ref": skip_ref}, batch_size=pool.batch_size, batch_format="pyarrow"
+    )
+    answered = prepared.map_batches(
+        Replica,
+        fn_constructor_kwargs={"spec": spec},
+        compute=ray.data.ActorPoolStrategy(min_size=pool.min_replicas, max_size=pool.max_replicas),
+        num_cpus=pool.num_cpus,
+        num_gpus=pool.num_gpus or None,
+        batch_size=pool.batch_size,
+        batch_format="pyarrow",
+    )
+    written = answered.map_batches(
+        write, fn_kwargs={"spec": spec, "model_name": model_name}, batch_size=None, batch_format="pyarrow"
+    )
+
+    run = Counter()
+    labels: Counter[str] = Counter()
+    crash_after = int(os.environ.get("PHIFLEET_TEST_DRIVER_EXIT_AFTER_SHARDS", "0"))
+    for summary in written.iter_rows():
+        for key in ("ok", "errors", "prompt_tokens", "completion_tokens"):
+            run[key] += summary[key]
+        run["shards"] += 1
+        labels.update(json.loads(summary["labels"]))
+        if crash_after and run["shards"] >= crash_after:
+            os._exit(3)  # fault injection for the resume test: die like a killed driver
+
+    wall = time.time() - started
+    return _manifest(config, model_name, before, run, labels, input_rows, started, wall)
+
+
+def _manifest(config, model_name, before, run, labels, input_rows, started, wall) -> dict[str, Any]:
+    ok, errors = before.ok + run["ok"], before.errors + run["errors"]
+    processed = run["ok"] + run["errors"]
+    tokens = run["prompt_tokens"] + run["completion_tokens"]
+    manifest: dict[str, Any] = {
+        "job": config.model_dump(mode="json"),
+        "model": model_name,
+        "counts": {
+            "input": input_rows,
+            "ok": ok,
+            "errors": errors,
+            "resumed": before.ok + before.errors,
+            "processed": processed,
+            "accounted": ok + errors == input_rows,
+        },
+        "tokens": {
+            "prompt": before.prompt_tokens + run["prompt_tokens"],
+            "completion": before.completion_tokens + run["completion_tokens"],
+        },
+        "throughput": {"rows_per_s": processed / wall if wall else 0.0, "tokens_per_s": tokens / wall if wall else 0.0},
+        "wall_seconds": round(wall, 3),
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "outputs": {"results": f"{RESULTS_DIR}/", "errors": f"{ERRORS_DIR}/"},
+    }
+    if isinstance(config.task, LabelTask):
+        manifest["labels"] = {label: before.labels[label] + labels[label] for label in config.task.labels}
+    if isinstance(config.task, BatchTask):
+        merge_jsonl(config.output.path, RESULTS_DIR, "output.jsonl")
+        merge_jsonl(config.output.path, ERRORS_DIR, "errors.jsonl")
+        manifest["outputs"].update({"output_file": "output.jsonl", "error_file": "errors.jsonl"})
+    fs, root = fsspec.core.url_to_fs(config.output.path)
+    with fs.open(f"{root.rstrip('/')}/manifest.json", "w") as fh:
+        json.dump(manifest, fh, indent=2)
+    return manifest
+
+
+def summary_text(manifest: dict[str, Any]) -> str:
+    c, t = manifest["counts"], manifest["throughput"]
+    kind = manifest["job"]["task"]["kind"]
+    lines = [
+        f"phifleet {kind}: {c['input']} rows -> {c['ok']} ok, {c['errors']} errors "
+        f"({c['resumed']} done by an earlier run, {c['processed']} now) in {manifest['wall_seconds']:.1f}s: "
+        f"{t['rows_per_s']:.1f} rows/s, {t['tokens_per_s']:.0f} tokens/s",
+    ]
+    if "labels" in manifest:
+        total = sum(manifest["labels"].values()) or 1
+        lines.append("labels: " + ", ".join(f"{k} {v} ({v / total:.0%})" for k, v in manifest["labels"].items()))
+    out = manifest["job"]["output"]["path"]
+    lines.append(f"output: {out}/{RESULTS_DIR}/  errors: {out}/{ERRORS_DIR}/  manifest: {out}/manifest.json")
+    if not c["accounted"]:
+        lines.append("WARNING: ok + errors does not equal the input rows")
+    return "\n".join(lines)
