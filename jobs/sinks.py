@@ -156,6 +156,11 @@ def load_committed(output_path: str) -> Committed:
     return state
 
 
+def committed_count(output_path: str) -> int:
+    fs, root = fsspec.core.url_to_fs(output_path)
+    return len(fs.glob(_join(root, INDEX_DIR, "*.json")))
+
+
 def merge_jsonl(output_path: str, sub: str, target: str) -> int:
     """Concatenate a directory of JSONL shards into one file (OpenAI Batch output/error files)."""
     fs, root = fsspec.core.url_to_fs(output_path)

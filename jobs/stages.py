@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,9 +250,22 @@ def _maybe_crash_for_test(calls: int) -> None:
         os._exit(1)
 
 
+def _maybe_kill_driver_for_test(spec: StageSpec) -> None:
+    """Fault injection for the resume test: SIGKILL the driver once N shards are committed (a real crash)."""
+    after = int(os.environ.get("PHIFLEET_TEST_KILL_DRIVER_AFTER_SHARDS", "0"))
+    pid = os.environ.get("PHIFLEET_TEST_DRIVER_PID")
+    if after and pid:
+        from jobs.sinks import committed_count
+
+        if committed_count(spec.config.output.path) >= after:
+            os.kill(int(pid), signal.SIGKILL)
+            os._exit(1)  # and this worker with it, mid-block, as a machine failure would
+
+
 def write(batch: pa.Table, spec: StageSpec, model_name: str) -> pa.Table:
     """Writer stage: commit this block's results and errors as shards; returns the shard's tallies."""
     if batch.num_rows == 0:
         return SUMMARY_SCHEMA.empty_table()
     summary = ShardWriter(spec.config, model_name).write(columns(batch))
+    _maybe_kill_driver_for_test(spec)
     return table({k: [v] for k, v in summary.items()}, SUMMARY_SCHEMA)
