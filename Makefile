@@ -17,10 +17,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
+# The main job on embedded defaults: label the bundled reviews on a local Ray with phi4-tiny.
 demo: setup
-	$(VENV)/bin/phifleet model info phi4-tiny
+	rm -rf out/demo
+	$(VENV)/bin/phifleet label examples/reviews.jsonl --labels positive,negative,neutral --output out/demo
 	$(VENV)/bin/phifleet model eval examples/reviews.jsonl
-	$(VENV)/bin/phifleet generate-one "Write a positive review of a kettle." --stream
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -31,6 +32,7 @@ test: lint
 
 bench: setup
 	$(PY) bench/engine_cpu.py
+	$(PY) bench/jobs_cpu.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -21,10 +21,12 @@ from transformers import AutoConfig
 from engine.loading import context_window, resolve_model_dir
 from jobs.config import BatchTask, JobConfig, LabelTask
 from jobs.sinks import ERRORS_DIR, RESULTS_DIR, load_committed, merge_jsonl
-from jobs.sources import expand_paths, read_files
+from jobs.sources import bytes_per_row, expand_paths, read_files
 from jobs.stages import Replica, StageSpec, extract_keys, prepare, write
 
 log = logging.getLogger(__name__)
+# A prepared row carries its raw text plus the rendered prompt: about three times the stored row.
+BLOCK_BYTES_PER_ROW_FACTOR = 3
 
 
 def init_ray(address: str | None) -> None:
@@ -72,6 +74,15 @@ def run_job(config: JobConfig) -> dict[str, Any]:
 
     spec = StageSpec(config.model_dump_json(), str(model_dir), max_model_len)
     pool = config.pool
+    # Blocks of about one replica batch: stages stream into each other and every replica gets work. Ray's
+    # default (128 MiB blocks) would turn a small file into one block, read and prepared before any inference.
+    ctx = ray.data.DataContext.get_current()
+    ctx.target_max_block_size = int(
+        min(
+            128 << 20,
+            max(64 << 10, BLOCK_BYTES_PER_ROW_FACTOR * pool.batch_size * bytes_per_row(urls, config.input.format)),
+        )
+    )
     files = ray.data.from_items([{"url": u} for u in urls])
     raw = files.map_batches(
         read_files,

@@ -121,3 +121,19 @@ def parse_record(raw: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def bytes_per_row(urls: list[str], declared_format: str, sample_bytes: int = 1 << 20) -> float:
+    """Average stored bytes per row, from a sample of the first file: sizes blocks to a batch of rows."""
+    url = urls[0]
+    fmt = format_of(url, declared_format)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with fsspec.open(url, "rb") as fh:
+            meta = pq.ParquetFile(fh).metadata
+            size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+            return max(1.0, size / max(1, meta.num_rows))
+    with fsspec.open(url, "rb") as fh:
+        sample = fh.read(sample_bytes)
+    return max(1.0, len(sample) / max(1, sample.count(b"\n")))

@@ -1,0 +1,115 @@
+"""`phifleet label` throughput on Ray Data vs a bare single-process loop over the same engine, in one run.
+
+The bare loop reads the same file, builds the same prompts and calls Engine.score_labels with the same
+batch size, with no Ray at all: the ratio is what the pipeline costs (or gains, with more replicas).
+Ray is started once before the timed runs, as on a cluster. Writes bench/results/jobs_cpu.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import ray
+import torch
+
+from engine import Engine, EngineConfig
+from engine.prompts import classification_prompt
+from jobs.config import InputConfig, JobConfig, LabelTask, OutputConfig, PoolConfig
+from jobs.pipeline import run_job
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "jobs_cpu.md"
+LABELS = ["positive", "negative", "neutral"]
+
+
+def make_input(path: Path, rows: int) -> Path:
+    base = [json.loads(line) for line in (ROOT / "examples" / "reviews.jsonl").read_text().splitlines()]
+    with path.open("w") as fh:
+        for i in range(rows):
+            row = base[i % len(base)]
+            fh.write(json.dumps({"id": f"r{i}", "text": row["text"]}) + "\n")
+    return path
+
+
+def bare_loop(path: Path, batch_size: int) -> float:
+    """rows/s of load + read + parse + prompt + score in one process, no Ray (the job's actors load too)."""
+    start = time.perf_counter()
+    engine = Engine(EngineConfig())
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    labelled = 0
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i : i + batch_size]
+        labelled += len(engine.score_labels([classification_prompt(r["text"], LABELS) for r in chunk], LABELS))
+    return labelled / (time.perf_counter() - start)
+
+
+def pipeline(path: Path, batch_size: int, replicas: int) -> tuple[float, dict]:
+    out = Path(tempfile.mkdtemp(prefix="phifleet-bench-"))
+    config = JobConfig(
+        input=InputConfig(path=str(path)),
+        output=OutputConfig(path=str(out)),
+        task=LabelTask(labels=LABELS),
+        pool=PoolConfig(min_replicas=replicas, max_replicas=replicas, batch_size=batch_size),
+    )
+    start = time.perf_counter()
+    manifest = run_job(config)
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(out)
+    assert manifest["counts"]["accounted"] and manifest["counts"]["ok"] == manifest["counts"]["input"]
+    return manifest["counts"]["ok"] / elapsed, manifest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=20000)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--output", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    workdir = Path(tempfile.mkdtemp(prefix="phifleet-bench-in-"))
+    data = make_input(workdir / "reviews.jsonl", args.rows)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    pipeline(data, args.batch_size, 1)  # warm-up: worker processes, imports, model files in page cache
+
+    bare = bare_loop(data, args.batch_size)
+    one, _ = pipeline(data, args.batch_size, 1)
+    two, manifest = pipeline(data, args.batch_size, 2)
+    rows = [
+        ["bare loop (1 process, no Ray)", f"{bare:.0f}", "1.00x"],
+        ["phifleet label, 1 replica", f"{one:.0f}", f"{one / bare:.2f}x"],
+        ["phifleet label, 2 replicas", f"{two:.0f}", f"{two / bare:.2f}x"],
+    ]
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread per process, no GPU"
+    report = (
+        f"""# `phifleet label` on CPU (phi4-tiny)
+
+Machine: {machine}. Produced by `bench/jobs_cpu.py`: {args.rows} rows, batch size {args.batch_size}, one
+run each after a warm-up job; Ray {ray.__version__} started once beforehand (as on a cluster). The pipeline
+time covers the whole job: listing, the duplicate-id pass, prepare, replicas, shard commits and manifest.
+
+| run | rows/s | vs bare loop |
+|---|---|---|
+"""
+        + "\n".join(f"| {' | '.join(r)} |" for r in rows)
+        + f"""
+
+Labels of the last run: {manifest["labels"]}.
+"""
+    )
+    args.output.write_text(report)
+    print(report)
+    shutil.rmtree(workdir)
+
+
+if __name__ == "__main__":
+    main()

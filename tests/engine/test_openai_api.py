@@ -1,0 +1,60 @@
+"""OpenAI request validation and response shapes, checked with the official openai package's types."""
+
+import pytest
+from openai.types import Completion
+from openai.types.chat import ChatCompletion
+
+from engine.errors import InvalidRequestError
+from engine.openai_api import generation_requests, parse_request, response_body
+from engine.types import GenerationResult
+
+
+def test_chat_request_maps_to_engine_requests():
+    req = parse_request(
+        "/v1/chat/completions",
+        {
+            "messages": [{"role": "developer", "content": "Be terse."}, {"role": "user", "content": "Hi"}],
+            "max_completion_tokens": 7,
+            "n": 3,
+            "seed": 10,
+            "stop": "END",
+            "temperature": 0.5,
+            "unknown": 1,
+        },
+    )
+    gens = generation_requests(req)
+    assert len(gens) == 3
+    assert gens[0].prompt.startswith("<|im_start|>system<|im_sep|>Be terse.<|im_end|>")  # developer = system
+    assert [g.params.seed for g in gens] == [10, 11, 12]
+    assert all(g.params.max_tokens == 7 and g.params.stop == ("END",) for g in gens)
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "param"),
+    [
+        ("/v1/embeddings", {}, "url"),
+        ("/v1/chat/completions", [], "body"),
+        ("/v1/chat/completions", {"messages": []}, "messages"),
+        ("/v1/chat/completions", {"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
+        ("/v1/completions", {"prompt": "x", "max_tokens": 0}, "max_tokens"),
+        ("/v1/completions", {"prompt": "x", "temperature": 3}, "temperature"),
+        ("/v1/completions", {"prompt": ["a", "b"]}, "prompt"),
+        ("/v1/completions", {"prompt": "x", "stop": ["1", "2", "3", "4", "5"]}, "stop"),
+    ],
+)
+def test_bad_requests_name_the_field(url, body, param):
+    with pytest.raises(InvalidRequestError) as err:
+        parse_request(url, body)
+    assert err.value.param == param
+
+
+def test_response_bodies_are_valid_openai_objects():
+    results = [GenerationResult("hello", "stop", 5, 2, (1, 2)), GenerationResult("hi", "length", 5, 3, (3, 4, 5))]
+    chat = ChatCompletion.model_validate(
+        response_body(
+            parse_request("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}), results, "phi-4"
+        )
+    )
+    assert chat.usage.total_tokens == 10 and chat.choices[1].finish_reason == "length"
+    cmpl = Completion.model_validate(response_body(parse_request("/v1/completions", {"prompt": "x"}), results, "m"))
+    assert cmpl.choices[0].text == "hello" and cmpl.model == "m"
