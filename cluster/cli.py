@@ -96,13 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Render PROMPT as a user turn with Phi-4's chat template and generate.",
     )
     gen.add_argument("prompt", help="the user message")
-    gen.add_argument("--system", default=None, help="optional system message")
-    gen.add_argument("--max-tokens", type=int, default=64)
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--top-k", type=int, default=0)
-    gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    _sampling_args(gen, max_tokens=64)
     gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     _engine_args(gen)
 
@@ -121,13 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fill --prompt-template from each row and generate, on a pool of replicas.",
     )
     generate.add_argument("--prompt-template", required=True, help="user message; {column} takes the row's value")
-    generate.add_argument("--system", default=None, help="system message")
-    generate.add_argument("--max-tokens", type=int, default=128)
-    generate.add_argument("--temperature", type=float, default=0.0, help="0 (default) = greedy")
-    generate.add_argument("--top-p", type=float, default=1.0)
-    generate.add_argument("--top-k", type=int, default=0)
-    generate.add_argument("--seed", type=int, default=None)
-    generate.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    _sampling_args(generate, max_tokens=128)
     _job_args(generate)
 
     batch = sub.add_parser(
@@ -137,6 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _job_args(batch)
     return parser
+
+
+def _sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
+    p.add_argument("--system", default=None, help="optional system message")
+    p.add_argument("--max-tokens", type=int, default=max_tokens)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (the default) = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (per row: seed + a hash of the row id)")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
 
 
 def _job_args(p: argparse.ArgumentParser) -> None:

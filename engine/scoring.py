@@ -10,19 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from transformers import DynamicCache
 
-from engine.static_batching import left_pad
-
-
-def right_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return ids.to(device), mask.to(device)
+from engine.forward import pad, prefill
 
 
 @torch.inference_mode()
@@ -35,20 +24,10 @@ def label_logprobs(
 ) -> torch.Tensor:
     """Summed log-probability of each label's tokens after each prompt: a [prompts, labels] tensor."""
     n_labels = len(labels)
-    ids, mask = left_pad(prompts, pad_id, device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions,
-        cache=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
+    out, cache, mask, positions = prefill(model, prompts, pad_id, device)
     first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).repeat_interleave(n_labels, dim=0)
 
-    label_ids, label_mask = right_pad(labels, pad_id, device)
+    label_ids, label_mask = pad(labels, pad_id, device, side="right")
     rows_ids = label_ids.repeat(len(prompts), 1)  # row p*L + l holds label l for prompt p
     rows_mask = label_mask.repeat(len(prompts), 1)
     token_logp = first.gather(1, rows_ids[:, :1])  # [rows, 1]: the label's first token

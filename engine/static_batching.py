@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
-from transformers import DynamicCache
 
+from engine.forward import prefill
 from engine.sampling import choose_next_tokens
 from engine.sequence import Sequence
 
@@ -31,16 +31,6 @@ def length_buckets(seqs: list[Sequence], max_batch_size: int, max_batch_tokens: 
         yield batch
 
 
-def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-        mask[i, width - len(r) :] = 1
-    return ids.to(device), mask.to(device)
-
-
 def decode_steps(
     model: Callable[..., object], seqs: list[Sequence], pad_id: int, device: torch.device
 ) -> Iterator[list[Sequence]]:
@@ -50,17 +40,7 @@ def decode_steps(
     mode is entered per step, never held across a ``yield``, so it cannot leak into the caller.
     """
     with torch.inference_mode():
-        ids, mask = left_pad([s.prompt_ids for s in seqs], pad_id, device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        out = model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        out, cache, mask, positions = prefill(model, [s.prompt_ids for s in seqs], pad_id, device)
         active = list(seqs)
         tokens = choose_next_tokens(out.logits[:, -1, :], active)
     while True:

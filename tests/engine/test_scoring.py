@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from engine.errors import InvalidRequestError
+from engine.forward import pad
 from engine.prompts import classification_prompt
-from engine.static_batching import left_pad
 from engine.tiny.corpus import LABELS, reviews
 
 
@@ -61,10 +61,13 @@ def test_batching_does_not_change_scores(engine):
         assert list(a.logprobs.values()) == pytest.approx(list(b.logprobs.values()), abs=1e-4)
 
 
-def test_left_pad_masks_padding():
-    ids, mask = left_pad([[5, 6, 7], [9]], pad_id=0, device=torch.device("cpu"))
+def test_padding_masks_the_pad_side():
+    ids, mask = pad([[5, 6, 7], [9]], pad_id=0, device=torch.device("cpu"))
     assert ids.tolist() == [[5, 6, 7], [0, 0, 9]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    ids, mask = pad([[5, 6, 7], [9]], pad_id=0, device=torch.device("cpu"), side="right")
+    assert ids.tolist() == [[5, 6, 7], [9, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
 @pytest.mark.parametrize(
