@@ -118,6 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_args(generate, max_tokens=128)
     _job_args(generate)
 
+    srv = sub.add_parser(
+        "serve",
+        help="run the OpenAI-compatible endpoint locally (Ray Serve on an embedded Ray; Ctrl-C stops it)",
+        description="Serve /v1/models, /v1/chat/completions, /v1/completions and /v1/classify.",
+    )
+    srv.add_argument("--config", type=Path, default=None, help="serve config, YAML or JSON (serve.config.ServeConfig)")
+    srv.add_argument("--model", default=None, help="override the config's engine.model")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
+
     batch = sub.add_parser(
         "batch",
         help="run an OpenAI Batch API input file (JSONL of /v1/chat/completions or /v1/completions requests)",
@@ -216,6 +227,42 @@ def cmd_job(args: argparse.Namespace) -> int:
     return 0 if manifest["counts"]["accounted"] else 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import time
+
+    import yaml
+    from ray import serve
+
+    from jobs.pipeline import init_ray
+    from serve.app import build_app, served_name
+    from serve.config import ServeConfig
+
+    data = yaml.safe_load(args.config.read_text()) if args.config else {}
+    if args.model:
+        data.setdefault("engine", {})["model"] = args.model
+    config = ServeConfig.model_validate(data or {})
+    init_ray(args.address)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(build_app(config.model_dump(mode="json")), name="phifleet", route_prefix="/")
+    url, name = f"http://{args.host}:{args.port}", served_name(config)
+    print(f"phifleet is serving {name} at {url}/v1 (Ctrl-C stops it)")
+    print(f"  curl {url}/v1/chat/completions -H 'Content-Type: application/json' -H 'Authorization: Bearer $KEY' \\")
+    print(f'    -d \'{{"model": "{name}", "messages": [{{"role": "user", "content": "Hello"}}]}}\'')
+    print(
+        f"  python -c \"import openai; c = openai.OpenAI(base_url='{url}/v1', api_key='KEY'); "
+        f"print(c.chat.completions.create(model='{name}', messages=[{{'role': 'user', 'content': 'Hi'}}]))\"",
+        flush=True,
+    )
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("shutting down", flush=True)
+    finally:
+        serve.shutdown()
+    return 0
+
+
 def cmd_build_tiny(args: argparse.Namespace) -> int:
     from engine.tiny.build import build_tiny_model, default_tiny_dir
 
@@ -299,6 +346,7 @@ COMMANDS = {
     ("label", None): cmd_job,
     ("generate", None): cmd_job,
     ("batch", None): cmd_job,
+    ("serve", None): cmd_serve,
 }
 
 

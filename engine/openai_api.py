@@ -34,6 +34,7 @@ class _Common(BaseModel):
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=16)
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
 
     @field_validator("stop")
     @classmethod

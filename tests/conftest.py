@@ -47,3 +47,14 @@ def continuous_engine(tiny_dir):
     eng = Engine(EngineConfig(model=str(tiny_dir), batching="continuous"))
     yield eng
     eng.close()
+
+
+@pytest.fixture(scope="session")
+def ray_local(tiny_dir):
+    """One local Ray for the in-process job and serve tests."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local tests only
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -6,20 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 REVIEWS = ROOT / "examples" / "reviews.jsonl"
-
-
-@pytest.fixture(scope="session")
-def ray_local(tiny_dir):
-    import ray
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local tests only
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

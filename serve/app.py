@@ -1,0 +1,42 @@
+"""`serve.app:build_app` — the import path a KubeRay RayService's serveConfigV2 (and `phifleet serve`) runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray.serve import Application
+
+from engine.config import TINY_MODEL_NAME
+from serve.config import ServeConfig
+from serve.ingress import OpenAIIngress
+from serve.replica import Phi4Replica
+
+
+def served_name(config: ServeConfig) -> str:
+    """The id clients pass as `model`: configured, or the model's directory name (phi4-tiny for the default)."""
+    name = config.model_name or config.engine.served_model_name
+    if name:
+        return name
+    return TINY_MODEL_NAME if config.engine.model == TINY_MODEL_NAME else Path(config.engine.model).name
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """Build the application from ServeConfig fields (Serve passes serveConfigV2's `args` here)."""
+    config = ServeConfig.model_validate(args or {})
+    name = served_name(config)
+    config = config.model_copy(update={"engine": config.engine.model_copy(update={"served_model_name": name})})
+    a = config.autoscaling
+    replica = Phi4Replica.options(
+        autoscaling_config={
+            "min_replicas": a.min_replicas,
+            "max_replicas": a.max_replicas,
+            "target_ongoing_requests": a.target_ongoing_requests,
+            "upscale_delay_s": a.upscale_delay_s,
+            "downscale_delay_s": a.downscale_delay_s,
+        },
+        max_ongoing_requests=config.max_ongoing_requests,
+        max_queued_requests=config.max_queued_requests,
+        ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
+    ).bind(config.model_dump_json())
+    return OpenAIIngress.options(ray_actor_options={"num_cpus": 0.1}).bind(replica, config.model_dump_json(), name)

@@ -1,0 +1,46 @@
+"""The serving configuration: one pydantic model behind `phifleet serve`, `serve.app:build_app` args
+(what a KubeRay RayService's serveConfigV2 passes) and the Helm chart's values.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from engine.config import EngineConfig
+
+
+class AutoscalingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(default=1, ge=0, description="0 allows scale-to-zero (cold starts load the model).")
+    max_replicas: int = Field(default=1, ge=1)
+    target_ongoing_requests: float = Field(default=16, gt=0, description="Per replica; more scales up.")
+    upscale_delay_s: float = Field(default=10, ge=0)
+    downscale_delay_s: float = Field(default=120, ge=0, description="Long enough not to drop a loaded replica.")
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> AutoscalingConfig:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) must be >= min_replicas ({self.min_replicas})")
+        return self
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    model_name: str | None = Field(
+        default=None, description="The id clients pass as `model`; defaults to the model directory's name."
+    )
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+    num_gpus: float = Field(default=0.0, ge=0, description="GPUs per replica (1 for Phi-4 at tp 1).")
+    num_cpus: float = Field(default=0.5, gt=0, description="CPUs per replica; fractional on small machines.")
+    max_ongoing_requests: int = Field(default=64, ge=1, description="Requests one replica works on at once.")
+    max_queued_requests: int = Field(
+        default=256, ge=-1, description="Requests waiting for a replica; beyond it clients get 429. -1: unbounded."
+    )
+    batch_wait_timeout_s: float = Field(
+        default=0.01, ge=0, description="How long a replica waits to gather concurrent requests into one batch."
+    )
+    api_keys_env: str = Field(default="PHIFLEET_API_KEYS", description="Env var with comma-separated API keys.")
+    api_keys_file: str | None = Field(default=None, description="A mounted secret file, one key per line.")

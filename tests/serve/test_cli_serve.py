@@ -1,0 +1,40 @@
+"""`phifleet serve` as a user runs it: a process with its own embedded Ray, reachable, and stopped by Ctrl-C."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import openai
+
+from tests.serve.test_openai_server import free_port
+
+
+def test_phifleet_serve_runs_and_stops_on_ctrl_c(tiny_dir, tmp_path):
+    port = free_port()
+    config = tmp_path / "serve.yaml"
+    config.write_text(f"engine:\n  model: {tiny_dir}\nmodel_name: phi4-tiny\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled", "PHIFLEET_API_KEYS": ""}
+    exe = [sys.executable, "-m", "cluster.cli", "serve", "--config", str(config), "--port", str(port)]
+    proc = subprocess.Popen(exe, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(2)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        out = client.completions.create(model="phi4-tiny", prompt="Once upon a time", max_tokens=3)
+        assert out.usage.completion_tokens == 3
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert f"serving phi4-tiny at http://127.0.0.1:{port}/v1" in output and "shutting down" in output

@@ -1,0 +1,161 @@
+"""Real Ray Serve on loopback, called with the official openai client (and plain HTTP where it has no method)."""
+
+import asyncio
+import json
+import socket
+import urllib.error
+import urllib.request
+
+import openai
+import pytest
+
+KEY = "sk-test-123"
+SYSTEM = "Classify the text as one of: positive, negative, neutral. Answer with the label only."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def base_url(ray_local, tiny_dir, tmp_path_factory):
+    from ray import serve
+
+    from serve.app import build_app
+
+    keys = tmp_path_factory.mktemp("secrets") / "api-keys"
+    keys.write_text(f"{KEY}\nsk-other\n")
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app = build_app({"engine": {"model": str(tiny_dir)}, "model_name": "phi4-tiny", "api_keys_file": str(keys)})
+    serve.run(app, name="phifleet", route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(base_url):
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=KEY, max_retries=0, timeout=60)
+
+
+def classify_messages(text: str) -> list[dict]:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
+
+
+def test_models(client):
+    assert [m.id for m in client.models.list()] == ["phi4-tiny"]
+
+
+def test_chat_completion(client):
+    out = client.chat.completions.create(
+        model="phi4-tiny", messages=classify_messages("The kettle is awful."), temperature=0, max_tokens=8
+    )
+    assert out.choices[0].message.content == "negative"
+    assert out.choices[0].finish_reason == "stop"
+    assert (
+        out.usage.prompt_tokens > 10 and out.usage.total_tokens == out.usage.prompt_tokens + out.usage.completion_tokens
+    )
+
+
+def test_completion_length_and_stop(client):
+    out = client.completions.create(model="phi4-tiny", prompt="Once upon a time", max_tokens=4, temperature=0)
+    assert out.choices[0].finish_reason == "length" and out.usage.completion_tokens == 4
+
+
+def test_n_choices(client):
+    out = client.chat.completions.create(
+        model="phi4-tiny",
+        messages=[{"role": "user", "content": "Write a review."}],
+        n=3,
+        max_completion_tokens=6,
+        seed=1,
+    )
+    assert [c.index for c in out.choices] == [0, 1, 2]
+
+
+def test_streaming_matches_non_streaming(client):
+    kw = {
+        "model": "phi4-tiny",
+        "messages": [{"role": "user", "content": "Write a positive review of a lamp."}],
+        "temperature": 0,
+        "max_tokens": 24,
+    }
+    full = client.chat.completions.create(**kw).choices[0].message.content
+    chunks = list(client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+
+
+def test_concurrent_async_clients_are_batched_and_correct(base_url):
+    async def run():
+        aclient = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=KEY, max_retries=0, timeout=60)
+        texts = ["The kettle is awful.", "I love this lamp, it is great.", "The tent is okay."] * 4
+        outs = await asyncio.gather(
+            *(
+                aclient.chat.completions.create(
+                    model="phi4-tiny", messages=classify_messages(t), temperature=0, max_tokens=8
+                )
+                for t in texts
+            )
+        )
+        return [o.choices[0].message.content for o in outs]
+
+    assert asyncio.run(run()) == ["negative", "positive", "neutral"] * 4
+
+
+def test_classify_endpoint(base_url):
+    body = {"input": ["The kettle is awful.", "Fantastic blender!"], "labels": ["positive", "negative", "neutral"]}
+    req = urllib.request.Request(
+        f"{base_url}/v1/classify",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    data = json.loads(urllib.request.urlopen(req, timeout=60).read())
+    assert [d["label"] for d in data["data"]] == ["negative", "positive"]
+    assert abs(sum(data["data"][0]["scores"].values()) - 1) < 1e-6
+
+
+def test_errors_have_openai_shape_and_status(client, base_url):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="phi4-tiny", prompt="hi", max_tokens=0)
+    assert err.value.status_code == 400 and err.value.body["param"] == "max_tokens"
+
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="phi4-tiny", prompt="word " * 3000, max_tokens=5)
+    assert "context window" in err.value.body["message"]
+
+    with pytest.raises(openai.BadRequestError) as err:  # the same check on the streaming path
+        list(client.completions.create(model="phi4-tiny", prompt="word " * 3000, max_tokens=5, stream=True))
+
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.body["code"] == "model_not_found"
+
+    wrong = openai.OpenAI(base_url=f"{base_url}/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.models.list()
+
+    req = urllib.request.Request(
+        f"{base_url}/v1/chat/completions", data=b"{not json", headers={"Authorization": f"Bearer {KEY}"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as http:
+        urllib.request.urlopen(req, timeout=30)
+    assert http.value.code == 400 and "error" in json.loads(http.value.read())
+
+
+def test_health_and_readiness(base_url):
+    assert json.loads(urllib.request.urlopen(f"{base_url}/healthz", timeout=10).read()) == {"status": "ok"}
+    ready = json.loads(urllib.request.urlopen(f"{base_url}/readyz", timeout=60).read())
+    assert ready["status"] == "ready" and ready["model"] == "phi4-tiny"
+
+
+def test_api_keys_compare_whole_keys():
+    from serve.auth import authorized
+
+    assert authorized(None, ())  # no keys configured: open
+    assert authorized("Bearer a", ("a", "b")) and authorized("Bearer b", ("a", "b"))
+    assert not authorized("Bearer ab", ("a", "b")) and not authorized("a", ("a",)) and not authorized(None, ("a",))
