@@ -242,18 +242,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         data.setdefault("engine", {})["model"] = args.model
     config = ServeConfig.model_validate(data or {})
     init_ray(args.address)
-    serve.start(http_options={"host": args.host, "port": args.port})
-    serve.run(build_app(config.model_dump(mode="json")), name="phifleet", route_prefix="/")
     url, name = f"http://{args.host}:{args.port}", served_name(config)
-    print(f"phifleet is serving {name} at {url}/v1 (Ctrl-C stops it)")
-    print(f"  curl {url}/v1/chat/completions -H 'Content-Type: application/json' -H 'Authorization: Bearer $KEY' \\")
-    print(f'    -d \'{{"model": "{name}", "messages": [{{"role": "user", "content": "Hello"}}]}}\'')
-    print(
-        f"  python -c \"import openai; c = openai.OpenAI(base_url='{url}/v1', api_key='KEY'); "
-        f"print(c.chat.completions.create(model='{name}', messages=[{{'role': 'user', 'content': 'Hi'}}]))\"",
-        flush=True,
-    )
-    try:
+    try:  # Ctrl-C at any point, even while deploying, shuts down cleanly
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(build_app(config.model_dump(mode="json")), name="phifleet", route_prefix="/")
+        print(f"phifleet is serving {name} at {url}/v1 (Ctrl-C stops it)")
+        print(
+            f"  curl {url}/v1/chat/completions -H 'Content-Type: application/json' -H 'Authorization: Bearer $KEY' \\"
+        )
+        print(f'    -d \'{{"model": "{name}", "messages": [{{"role": "user", "content": "Hello"}}]}}\'')
+        print(
+            f"  python -c \"import openai; c = openai.OpenAI(base_url='{url}/v1', api_key='KEY'); "
+            f"print(c.chat.completions.create(model='{name}', messages=[{{'role': 'user', 'content': 'Hi'}}]))\"",
+            flush=True,
+        )
         while True:
             time.sleep(1)
     except KeyboardInterrupt:

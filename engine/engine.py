@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -26,8 +25,6 @@ from engine.scoring import label_logprobs
 from engine.sequence import Sequence as Seq
 from engine.static_batching import decode_steps, length_buckets
 from engine.types import GenerationRequest, GenerationResult, LabelScores, StreamDelta
-
-log = logging.getLogger(__name__)
 
 
 class Engine:

@@ -7,7 +7,6 @@ streams small per-shard tallies back; rows never pass through it.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections import Counter
@@ -24,7 +23,6 @@ from jobs.sinks import ERRORS_DIR, RESULTS_DIR, load_committed, merge_jsonl
 from jobs.sources import bytes_per_row, expand_paths, read_files
 from jobs.stages import Replica, StageSpec, extract_keys, prepare, write
 
-log = logging.getLogger(__name__)
 # A prepared row carries its raw text plus the rendered prompt: about three times the stored row.
 BLOCK_BYTES_PER_ROW_FACTOR = 3
 

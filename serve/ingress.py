@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 from ray import serve
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from engine import EngineError
@@ -143,6 +144,18 @@ class OpenAIIngress:
         cause = getattr(exc, "cause", None) or exc  # Ray wraps a replica's exception; .cause is the original
         if isinstance(cause, EngineError):
             return error(400, cause.message, cause.param)
+        if isinstance(cause, BackPressureError):  # max_queued_requests reached: shed load, tell clients when to retry
+            return error(
+                429,
+                "the model is overloaded: too many queued requests, retry shortly",
+                code="rate_limit_exceeded",
+                kind="rate_limit_error",
+                headers={"Retry-After": "1"},
+            )
+        if isinstance(cause, DeploymentUnavailableError):
+            return error(
+                503, "no model replica is available yet", kind="service_unavailable", headers={"Retry-After": "5"}
+            )
         request_id = uuid.uuid4().hex
         log.exception("request %s failed", request_id, exc_info=exc)
         return error(500, f"the model replica failed (request id {request_id})", kind="server_error")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +11,6 @@ from ray import serve
 from engine import Engine, EngineError, GenerationRequest, GenerationResult, LabelScores, StreamDelta
 from serve.config import ServeConfig
 
-log = logging.getLogger(__name__)
 _DONE = object()
 
 

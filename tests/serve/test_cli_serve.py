@@ -31,10 +31,15 @@ def test_phifleet_serve_runs_and_stops_on_ctrl_c(tiny_dir, tmp_path):
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
         out = client.completions.create(model="phi4-tiny", prompt="Once upon a time", max_tokens=3)
         assert out.usage.completion_tokens == 3
+        seen = []  # the URL line comes once serve.run has returned
+        while not any(f"serving phi4-tiny at http://127.0.0.1:{port}/v1" in line for line in seen):
+            line = proc.stdout.readline()
+            assert line, "".join(seen)  # EOF: the server exited
+            seen.append(line)
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0
-    assert f"serving phi4-tiny at http://127.0.0.1:{port}/v1" in output and "shutting down" in output
+    assert "shutting down" in output
