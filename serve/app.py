@@ -39,4 +39,9 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         max_queued_requests=config.max_queued_requests,
         ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
     ).bind(config.model_dump_json())
-    return OpenAIIngress.options(ray_actor_options={"num_cpus": 0.1}).bind(replica, config.model_dump_json(), name)
+    # The ingress only awaits replicas: let it hold every request the replicas may run or queue (Serve's
+    # default of 5 would cap concurrency, and so batching, far below the replicas' own bound).
+    ingress_limit = (config.max_ongoing_requests + max(config.max_queued_requests, 0)) * a.max_replicas
+    return OpenAIIngress.options(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=max(ingress_limit, 64)).bind(
+        replica, config.model_dump_json(), name
+    )
