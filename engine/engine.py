@@ -17,6 +17,7 @@ from engine.loading import (
     check_dtype,
     configure_tokenizer,
     context_window,
+    default_model_name,
     load_model,
     load_tokenizer,
     resolve_model_dir,
@@ -55,7 +56,11 @@ class Engine:
         self.model = deepspeed_prep.prepare(model, config)
         self.hf_model = deepspeed_prep.unwrap(self.model)
         self.device = torch.device(config.resolved_device())
-        default_name = model_dir.name if model_dir else getattr(self.hf_model.config, "name_or_path", "") or "model"
+        default_name = (
+            default_model_name(config.model, model_dir)
+            if model_dir
+            else getattr(self.hf_model.config, "name_or_path", "") or "model"
+        )
         self.model_name = config.served_model_name or default_name
         self.max_model_len = context_window(self.hf_model.config, config)
         self.pad_id = int(tokenizer.pad_token_id)

@@ -41,6 +41,11 @@ def resolve_model_dir(model: str) -> Path:
     raise ModelNotFoundError(f"model directory {model!r} does not exist", param="model")
 
 
+def default_model_name(model: str, model_dir: Path) -> str:
+    """The id a model is reported under: 'phi4-tiny' for the embedded model, else its directory's name."""
+    return TINY_MODEL_NAME if model == TINY_MODEL_NAME else model_dir.name
+
+
 def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     return configure_tokenizer(AutoTokenizer.from_pretrained(model_dir))
 

@@ -17,7 +17,7 @@ import fsspec
 import ray
 from transformers import AutoConfig
 
-from engine.loading import context_window, resolve_model_dir
+from engine.loading import context_window, default_model_name, resolve_model_dir
 from jobs.config import BatchTask, JobConfig, LabelTask
 from jobs.sinks import ERRORS_DIR, RESULTS_DIR, load_committed, merge_jsonl
 from jobs.sources import bytes_per_row, expand_paths, read_files
@@ -63,14 +63,14 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     started = time.time()
     model_dir = resolve_model_dir(config.engine.model)
     max_model_len = context_window(AutoConfig.from_pretrained(model_dir), config.engine)
-    model_name = config.engine.served_model_name or model_dir.name
+    model_name = config.engine.served_model_name or default_model_name(config.engine.model, model_dir)
     urls = expand_paths(config.input.path, config.input.format)
     before = load_committed(config.output.path)
     if os.environ.get("PHIFLEET_TEST_KILL_DRIVER_AFTER_SHARDS"):
         os.environ["PHIFLEET_TEST_DRIVER_PID"] = str(os.getpid())  # inherited by the local Ray's workers
     init_ray(config.address)
 
-    spec = StageSpec(config.model_dump_json(), str(model_dir), max_model_len)
+    spec = StageSpec(config.model_dump_json(), str(model_dir), max_model_len, model_name)
     pool = config.pool
     # Blocks of about one replica batch: stages stream into each other and every replica gets work. Ray's
     # default (128 MiB blocks) would turn a small file into one block, read and prepared before any inference.
@@ -104,7 +104,7 @@ def run_job(config: JobConfig) -> dict[str, Any]:
     )
     written = answered.map_batches(
         write,
-        fn_kwargs={"spec": spec, "model_name": model_name},
+        fn_kwargs={"spec": spec},
         batch_size=pool.batch_size,  # one shard per replica batch: a crash loses at most a batch in flight
         batch_format="pyarrow",
     )

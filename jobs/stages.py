@@ -76,6 +76,7 @@ class StageSpec:
     config_json: str
     model_dir: str
     max_model_len: int
+    model_name: str
 
     @functools.cached_property
     def config(self) -> JobConfig:
@@ -200,7 +201,9 @@ class Replica:
 
     def __init__(self, spec: StageSpec) -> None:
         self.spec = spec
-        engine_config: EngineConfig = spec.config.engine.model_copy(update={"model": spec.model_dir})
+        engine_config: EngineConfig = spec.config.engine.model_copy(
+            update={"model": spec.model_dir, "served_model_name": spec.model_name}
+        )
         self.engine = Engine(engine_config)
         self.handler = make_handler(spec)
         self.calls = 0
@@ -262,10 +265,10 @@ def _maybe_kill_driver_for_test(spec: StageSpec) -> None:
             os._exit(1)  # and this worker with it, mid-block, as a machine failure would
 
 
-def write(batch: pa.Table, spec: StageSpec, model_name: str) -> pa.Table:
+def write(batch: pa.Table, spec: StageSpec) -> pa.Table:
     """Writer stage: commit this block's results and errors as shards; returns the shard's tallies."""
     if batch.num_rows == 0:
         return SUMMARY_SCHEMA.empty_table()
-    summary = ShardWriter(spec.config, model_name).write(columns(batch))
+    summary = ShardWriter(spec.config, spec.model_name).write(columns(batch))
     _maybe_kill_driver_for_test(spec)
     return table({k: [v] for k, v in summary.items()}, SUMMARY_SCHEMA)

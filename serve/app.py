@@ -7,7 +7,7 @@ from typing import Any
 
 from ray.serve import Application
 
-from engine.config import TINY_MODEL_NAME
+from engine.loading import default_model_name
 from serve.config import ServeConfig
 from serve.ingress import OpenAIIngress
 from serve.replica import Phi4Replica
@@ -15,10 +15,11 @@ from serve.replica import Phi4Replica
 
 def served_name(config: ServeConfig) -> str:
     """The id clients pass as `model`: configured, or the model's directory name (phi4-tiny for the default)."""
-    name = config.model_name or config.engine.served_model_name
-    if name:
-        return name
-    return TINY_MODEL_NAME if config.engine.model == TINY_MODEL_NAME else Path(config.engine.model).name
+    return (
+        config.model_name
+        or config.engine.served_model_name
+        or default_model_name(config.engine.model, Path(config.engine.model))
+    )
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

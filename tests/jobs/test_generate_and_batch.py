@@ -85,6 +85,7 @@ def test_openai_batch_round_trip(ray_local, tmp_path):
 
     chat = ChatCompletion.model_validate(output["chat-1"]["response"]["body"])
     assert chat.choices[0].message.content == "negative" and chat.choices[0].finish_reason == "stop"
+    assert chat.model == manifest["model"] == "phi4-tiny"
     assert chat.usage.prompt_tokens > 0 and chat.usage.completion_tokens >= 1
     two = ChatCompletion.model_validate(output["chat-n2"]["response"]["body"])
     assert [c.index for c in two.choices] == [0, 1]
