@@ -1,9 +1,11 @@
 """Serving on CPU with phi4-tiny: throughput and latency over HTTP vs direct engine calls, batching on and off.
 
-Bounded load on loopback only: a fixed number of chat completions per concurrency level, sent by one
-aiohttp client in this process to a local Ray Serve app. The same run measures
+Bounded load on loopback only: a fixed number of fixed-length chat completions per concurrency level, sent
+by one aiohttp client in this process to a local Ray Serve app. The same run measures
 - direct engine calls (no HTTP, no Serve) with the same prompts: the serving overhead ratio;
-- the same app with batching disabled (engine max_batch_size 1): the batching gain.
+- the same app with batching disabled (engine max_batch_size 1): the batching gain;
+- the same app on a Ray started with Serve's defaults instead of phifleet's settings (SERVE_RAY_ENV);
+- CPU time per request of each process (proxy, ingress, replica, client, Ray's own), to show where it goes.
 Writes bench/results/serve_cpu.md.
 """
 
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import socket
@@ -22,6 +23,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import aiohttp
+import psutil
 import ray
 import torch
 from ray import serve
@@ -29,10 +31,10 @@ from ray import serve
 from engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 from engine.chat_template import render_chat
 from serve.app import build_app
+from serve.config import SERVE_RAY_ENV
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve_cpu.md"
 PRODUCTS = ["blender", "kettle", "lamp", "tent", "laptop", "chair", "phone", "desk"]
-MAX_TOKENS = 16
 
 
 def messages(i: int) -> list[dict]:
@@ -44,7 +46,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def load(url: str, concurrency: int, total: int, stream: bool) -> tuple[float, list[float]]:
+async def load(url: str, concurrency: int, total: int, stream: bool, max_tokens: int) -> tuple[float, list[float]]:
     """(requests/s, latencies in s) for ``total`` requests with ``concurrency`` in flight."""
     latencies: list[float] = []
     queue = list(range(total))
@@ -56,7 +58,8 @@ async def load(url: str, concurrency: int, total: int, stream: bool) -> tuple[fl
                 "model": "phi4-tiny",
                 "messages": messages(i),
                 "temperature": 0,
-                "max_tokens": MAX_TOKENS,
+                "max_tokens": max_tokens,
+                "ignore_eos": True,
                 "stream": stream,
             }
             start = time.perf_counter()
@@ -72,9 +75,9 @@ async def load(url: str, concurrency: int, total: int, stream: bool) -> tuple[fl
         return total / (time.perf_counter() - start), latencies
 
 
-def direct(engine: Engine, concurrency: int, total: int) -> tuple[float, list[float]]:
+def direct(engine: Engine, concurrency: int, total: int, max_tokens: int) -> tuple[float, list[float]]:
     """The same requests straight into the engine, ``concurrency`` at a time as one batch."""
-    params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0)
+    params = SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True)
     latencies: list[float] = []
     start = time.perf_counter()
     for first in range(0, total, concurrency):
@@ -91,106 +94,225 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def process_group(proc: psutil.Process) -> str:
+    if proc.pid == os.getpid():
+        return "client (this process)"
+    cmd = " ".join(proc.cmdline())
+    for key, name in (("ProxyActor", "Serve proxy"), ("OpenAIIngress", "ingress"), ("Phi4Replica", "replica")):
+        if key in cmd:
+            return name
+    return "Ray system (controller, GCS, raylet, agents)" if "ray" in cmd else "other"
+
+
+def cpu_snapshot() -> dict[int, tuple[str, float]]:
+    out = {}
+    for proc in psutil.process_iter():
+        try:
+            t = proc.cpu_times()
+            out[proc.pid] = (process_group(proc), t.user + t.system)
+        except (psutil.Error, OSError):
+            continue
+    return out
+
+
+def cpu_per_request(before: dict, after: dict, requests: int) -> dict[str, float]:
+    """CPU milliseconds per request spent by each group of processes between two snapshots."""
+    groups: dict[str, float] = {}
+    for pid, (group, cpu) in after.items():
+        if pid in before:
+            groups[group] = groups.get(group, 0.0) + (cpu - before[pid][1]) * 1e3 / requests
+    return groups
+
+
+def requests_for(c: int, per_level: int) -> int:
+    return max(c * 3, per_level // (4 if c == 1 else 1))
+
+
+def measure_app(url: str, levels: list[int], per_level: int, max_tokens: int, modes: tuple[str, ...]) -> dict:
+    results = {}
+    asyncio.run(load(url, 4, 8, False, max_tokens))  # warm-up
+    for c in levels:
+        n = requests_for(c, per_level)
+        for mode in modes:
+            before = cpu_snapshot()
+            rps, lat = asyncio.run(load(url, c, n, mode == "stream", max_tokens))
+            results[(mode, c)] = (rps, lat, cpu_per_request(before, cpu_snapshot(), n))
+    return results
+
+
+def deploy(batching: bool) -> None:
+    app = build_app(
+        {
+            "engine": {} if batching else {"max_batch_size": 1},
+            "model_name": "phi4-tiny",
+            "max_ongoing_requests": 64,
+            "max_queued_requests": -1,
+            "batch_wait_timeout_s": 0.005,
+        }
+    )
+    serve.run(app, name="bench", route_prefix="/")
+
+
+def serve_session(env: dict[str, str]):
+    """A fresh local Ray whose processes all start with ``env`` (Serve reads its settings at process start)."""
+    for key in SERVE_RAY_ENV:
+        os.environ.pop(key, None)
+    os.environ.update(env)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return f"http://127.0.0.1:{port}"
+
+
+def end_session() -> None:
+    serve.shutdown()
+    ray.shutdown()
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests-per-level", type=int, default=96)
+    ap.add_argument("--max-tokens", type=int, nargs="+", default=[16, 128])
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args()
     torch.set_num_threads(1)
     levels = [1, 8, 32]
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    url = f"http://127.0.0.1:{port}"
-    engine = Engine(EngineConfig())
-    rows: list[list[str]] = []
-    results: dict[tuple[str, int], tuple[float, list[float]]] = {}
-    for batching in (True, False):
-        engine_args = {} if batching else {"max_batch_size": 1}
-        app = build_app(
-            {
-                "engine": engine_args,
-                "model_name": "phi4-tiny",
-                "max_ongoing_requests": 64,
-                "max_queued_requests": -1,
-                "batch_wait_timeout_s": 0.005,
-            }
-        )
-        serve.run(app, name="bench", route_prefix="/")
-        asyncio.run(load(url, 4, 8, False))  # warm-up
-        for c in levels:
-            n = max(c * 3, args.requests_per_level // (4 if c == 1 else 1))
-            for stream in (False, True) if batching else (False,):
-                results[("stream" if stream else "http", c) if batching else ("nobatch", c)] = asyncio.run(
-                    load(url, c, n, stream)
-                )
-        serve.delete("bench")
-    for c in levels:
-        n = max(c * 3, args.requests_per_level // (4 if c == 1 else 1))
-        direct(engine, c, c)  # warm-up
-        results[("direct", c)] = direct(engine, c, n)
+    per_level = args.requests_per_level
 
-    for c in levels:
-        d_rps, d_lat = results[("direct", c)]
-        nb_rps, _ = results[("nobatch", c)]
-        for mode, label in (("http", "chat"), ("stream", "chat, stream")):
-            rps, lat = results[(mode, c)]
-            p50, p99 = percentile(lat, 0.5), percentile(lat, 0.99)
+    # phifleet's settings: every measurement of the main table.
+    url = serve_session(SERVE_RAY_ENV)
+    served: dict[tuple[int, bool], dict] = {}
+    for batching in (True, False):
+        deploy(batching)
+        for mt in args.max_tokens:
+            served[(mt, batching)] = measure_app(
+                url, levels, per_level, mt, ("http", "stream") if batching else ("http",)
+            )
+        serve.delete("bench")
+    end_session()
+    # Ray Serve's defaults, for the settings' own effect.
+    url = serve_session({})
+    deploy(True)
+    defaults = measure_app(url, [1, 32], per_level, args.max_tokens[0], ("http",))
+    end_session()
+
+    engine = Engine(EngineConfig())
+    direct_results = {}
+    for mt in args.max_tokens:
+        for c in levels:
+            direct(engine, c, c, mt)  # warm-up
+            direct_results[(mt, c)] = direct(engine, c, requests_for(c, per_level), mt)
+
+    sections = []
+    for mt in args.max_tokens:
+        rows = []
+        for c in levels:
+            d_rps, d_lat = direct_results[(mt, c)]
+            d_p50 = percentile(d_lat, 0.5)
+            nb_rps, nb_lat, _ = served[(mt, False)][("http", c)]
+            for mode, label in (("http", "chat"), ("stream", "chat, stream")):
+                rps, lat, _ = served[(mt, True)][(mode, c)]
+                p50 = percentile(lat, 0.5)
+                rows.append(
+                    [
+                        str(c),
+                        label,
+                        f"{rps:.1f}",
+                        f"{p50 * 1e3:.0f}",
+                        f"{percentile(lat, 0.99) * 1e3:.0f}",
+                        f"{rps / d_rps:.2f}x",
+                        f"{(p50 - d_p50) * 1e3:+.0f}",
+                        f"{rps / nb_rps:.2f}x" if mode == "http" else "",
+                    ]
+                )
             rows.append(
                 [
                     str(c),
-                    label,
-                    f"{rps:.1f}",
-                    f"{p50 * 1e3:.0f}",
-                    f"{p99 * 1e3:.0f}",
-                    f"{rps / d_rps:.2f}x",
-                    f"{(p50 - percentile(d_lat, 0.5)) * 1e3:+.0f}",
-                    f"{rps / nb_rps:.2f}x" if mode == "http" else "",
+                    "direct engine",
+                    f"{d_rps:.1f}",
+                    f"{d_p50 * 1e3:.0f}",
+                    f"{percentile(d_lat, 0.99) * 1e3:.0f}",
+                    "1.00x",
+                    "",
+                    "",
                 ]
             )
-        rows.append(
+            rows.append(
+                [
+                    str(c),
+                    "chat, batching off",
+                    f"{nb_rps:.1f}",
+                    f"{percentile(nb_lat, 0.5) * 1e3:.0f}",
+                    f"{percentile(nb_lat, 0.99) * 1e3:.0f}",
+                    f"{nb_rps / d_rps:.2f}x",
+                    "",
+                    "1.00x",
+                ]
+            )
+        header = ["concurrency", "path", "req/s", "p50 ms", "p99 ms", "vs direct", "p50 over direct (ms)"]
+        sections.append(f"### {mt} tokens per completion\n\n" + md_table([*header, "batching gain"], rows))
+
+    mt0 = args.max_tokens[0]
+    settings_rows = []
+    for c in (1, 32):
+        d_rps, d_lat, _ = defaults[("http", c)]
+        t_rps, t_lat, _ = served[(mt0, True)][("http", c)]
+        settings_rows.append(
             [
                 str(c),
-                "direct engine",
                 f"{d_rps:.1f}",
                 f"{percentile(d_lat, 0.5) * 1e3:.0f}",
-                f"{percentile(d_lat, 0.99) * 1e3:.0f}",
-                "1.00x",
-                "",
-                "",
+                f"{t_rps:.1f}",
+                f"{percentile(t_lat, 0.5) * 1e3:.0f}",
+                f"{t_rps / d_rps:.2f}x",
             ]
         )
-        nb_lat = results[("nobatch", c)][1]
-        rows.append(
-            [
-                str(c),
-                "chat, batching off",
-                f"{nb_rps:.1f}",
-                f"{percentile(nb_lat, 0.5) * 1e3:.0f}",
-                f"{percentile(nb_lat, 0.99) * 1e3:.0f}",
-                f"{nb_rps / d_rps:.2f}x",
-                "",
-                "1.00x",
-            ]
-        )
-    serve.shutdown()
-    header = ["concurrency", "path", "req/s", "p50 ms", "p99 ms", "vs direct", "p50 over direct (ms)", "batching gain"]
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread per process, no GPU"
-    table = "\n".join(
-        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+    settings_table = md_table(
+        ["concurrency", "Serve defaults req/s", "p50 ms", "phifleet settings req/s", "p50 ms", "ratio"], settings_rows
     )
+
+    ray_system = "Ray system (controller, GCS, raylet, agents)"
+    groups = ["Serve proxy", "ingress", "replica", "client (this process)", ray_system]
+    cpu_rows = []
+    for c in levels:
+        for batching in (True, False):
+            cpu = served[(mt0, batching)][("http", c)][2]
+            cpu_rows.append(
+                [
+                    str(c),
+                    "on" if batching else "off",
+                    *(f"{cpu.get(g, 0.0):.1f}" for g in groups),
+                    f"{sum(cpu.values()):.1f}",
+                ]
+            )
+    cpu_table = md_table(["concurrency", "batching", *groups, "total"], cpu_rows)
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread per process, no GPU"
+    env = " ".join(f"{k}={v}" for k, v in SERVE_RAY_ENV.items())
     report = f"""# Serving on CPU (phi4-tiny)
 
-Machine: {machine}. Produced by `bench/serve_cpu.py`: chat completions of up to {MAX_TOKENS} greedy tokens
-over HTTP on loopback (one aiohttp client, the Serve proxy, the ingress and one replica share the
-machine), against the same requests sent straight into the engine as one batch per concurrency level,
-and against the app with batching off (engine max_batch_size 1). Latency is to the last byte.
+Machine: {machine}. Produced by `bench/serve_cpu.py`: chat completions of exactly N greedy tokens
+(`ignore_eos`) over HTTP on loopback (one aiohttp client, the Serve proxy, the ingress and one replica share
+the machine), against the same requests sent straight into the engine as one batch per concurrency level,
+and against the app with batching off (engine max_batch_size 1). Latency is to the last byte. phifleet's
+Ray settings (`{env}`, what `phifleet serve` and the Helm chart set) unless stated.
 
-{table}
+{chr(10).join(s + chr(10) for s in sections)}
+### Ray Serve's defaults vs phifleet's settings ({mt0} tokens, non-streaming)
+
+{settings_table}
+
+### Where the CPU goes ({mt0} tokens, non-streaming): milliseconds of CPU per request, by process
+
+{cpu_table}
 """
     args.output.write_text(report)
     print(report)
-    print(json.dumps({f"{k[0]}@{k[1]}": v[0] for k, v in results.items()}))
 
 
 if __name__ == "__main__":

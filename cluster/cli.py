@@ -235,12 +235,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from jobs.pipeline import init_ray
     from serve.app import build_app, served_name
-    from serve.config import ServeConfig
+    from serve.config import SERVE_RAY_ENV, ServeConfig
 
     data = yaml.safe_load(args.config.read_text()) if args.config else {}
     if args.model:
         data.setdefault("engine", {})["model"] = args.model
     config = ServeConfig.model_validate(data or {})
+    for key, value in SERVE_RAY_ENV.items():  # reaches the embedded Ray's processes; a cluster has its own
+        os.environ.setdefault(key, value)
     init_ray(args.address)
     url, name = f"http://{args.host}:{args.port}", served_name(config)
     try:  # Ctrl-C at any point, even while deploying, shuts down cleanly

@@ -102,14 +102,16 @@ class Engine:
                 f"max_tokens must be at least 1, got {request.params.max_tokens}", param="max_tokens"
             )
         ids = self._prompt_ids(request.prompt, request.params.max_tokens)
-        return Seq(ids, request.params, self.tokenizer, self.eos_ids, request.request_id)
+        eos = frozenset() if request.params.ignore_eos else self.eos_ids
+        return Seq(ids, request.params, self.tokenizer, eos, request.request_id)
 
     # --- generation ------------------------------------------------------------------------
     def _steps(self, seqs: list[Seq], stream: bool = False) -> Iterator[list[Seq]]:
         """Yield the sequences that advanced, step by step, until all are finished."""
         if self.batching == "continuous":
-            # The CB sampler shares one random stream: seeded requests keep their guarantee on the static path.
-            cont = [s for s in seqs if s.params.greedy or s.params.seed is None]
+            # The CB sampler shares one random stream: seeded requests keep their guarantee on the static path;
+            # its end-of-text ids are global, so ignore_eos requests go static too.
+            cont = [s for s in seqs if (s.params.greedy or s.params.seed is None) and not s.params.ignore_eos]
             rest = [s for s in seqs if s not in cont]
             if cont:
                 yield from self._continuous_batcher().steps(cont, stream)

@@ -35,6 +35,7 @@ class _Common(BaseModel):
     n: int = Field(default=1, ge=1, le=16)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
+    ignore_eos: bool = False  # vLLM's extension: fixed-length generations for benchmarks
 
     @field_validator("stop")
     @classmethod
@@ -53,6 +54,7 @@ class _Common(BaseModel):
             top_p=self.top_p,
             seed=seed,
             stop=tuple(self.stop or ()),
+            ignore_eos=self.ignore_eos,
         )
 
 

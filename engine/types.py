@@ -21,6 +21,9 @@ class SamplingParams(BaseModel):
     top_k: int = Field(default=0, ge=0, description="0 disables top-k filtering.")
     seed: int | None = Field(default=None, description="Same seed, same prompt: same sample, whatever the batch.")
     stop: tuple[str, ...] = Field(default=(), description="Strings that end generation; not included in the text.")
+    ignore_eos: bool = Field(
+        default=False, description="Generate max_tokens even past end-of-text (vLLM's extension; for benchmarks)."
+    )
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from ray import serve
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine import EngineError
 from engine.openai_api import (
@@ -29,9 +30,22 @@ from engine.openai_api import (
 from engine.prompts import classification_prompt
 from serve.auth import authorized, load_api_keys
 from serve.config import ServeConfig
+from serve.metrics import IngressMetrics, RequestMetricsMiddleware
 
 log = logging.getLogger(__name__)
 app = FastAPI(title="phifleet", description="OpenAI-compatible Phi-4 serving on Ray Serve")
+_metrics: IngressMetrics | None = None
+
+
+def ingress_metrics() -> IngressMetrics:
+    """One set per ingress process, made on first use (metrics objects belong to the process recording them)."""
+    global _metrics
+    if _metrics is None:
+        _metrics = IngressMetrics()
+    return _metrics
+
+
+app.add_middleware(RequestMetricsMiddleware, get_metrics=ingress_metrics)
 
 
 class ClassifyRequest(BaseModel):
@@ -56,6 +70,13 @@ def error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+@app.exception_handler(StarletteHTTPException)
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Unknown routes and wrong methods answer in OpenAI's error shape too."""
+    kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    return error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", kind=kind)
+
+
 @serve.deployment
 @serve.ingress(app)
 class OpenAIIngress:
@@ -64,6 +85,8 @@ class OpenAIIngress:
         self.config = ServeConfig.model_validate_json(config_json)
         self.model_name = model_name
         self.keys = load_api_keys(self.config.api_keys_env, self.config.api_keys_file)
+        self.ready = False  # set once a replica has answered; afterwards requests wait through replacements
+        self.metrics = ingress_metrics()
 
     # --- helpers ---------------------------------------------------------------------------
     def _auth_error(self, request: Request) -> JSONResponse | None:
@@ -86,6 +109,36 @@ class OpenAIIngress:
             code="model_not_found",
         )
 
+    async def _readiness_error(self) -> JSONResponse | None:
+        """503 at once while no replica has loaded the model (starting, waiting for a GPU, or failed to deploy).
+
+        Serve would otherwise queue the request until a replica appears: a hang for the client. Once a replica
+        has answered, later requests queue through replica replacements and scale-from-zero instead.
+        """
+        if self.ready:
+            return None
+        if (err := await self._probe()) is not None:
+            return err
+        self.ready = True
+        return None
+
+    async def _probe(self) -> JSONResponse | None:
+        probe = self.replica.model_name.remote()
+        try:
+            await asyncio.wait_for(asyncio.shield(probe), timeout=self.config.ready_timeout_s)
+        except BackPressureError:  # replicas are up, just full: the request itself will get its 429
+            return None
+        except Exception as exc:
+            probe.cancel()
+            detail = "still starting" if isinstance(exc, TimeoutError) else f"failing ({type(exc).__name__})"
+            return error(
+                503,
+                f"no model replica is ready yet: the deployment is {detail}",
+                kind="service_unavailable",
+                headers={"Retry-After": "5"},
+            )
+        return None
+
     @staticmethod
     async def _json(request: Request) -> Any:
         try:
@@ -100,11 +153,9 @@ class OpenAIIngress:
 
     @app.get("/readyz")
     async def readyz(self) -> JSONResponse:
-        try:
-            name = await self.replica.model_name.remote()
-        except Exception as exc:  # no replica up yet, or it is failing
-            return error(503, f"no model replica is ready: {type(exc).__name__}", kind="service_unavailable")
-        return JSONResponse({"status": "ready", "model": name})
+        if (err := await self._probe()) is not None:  # always a fresh answer from a replica
+            return err
+        return JSONResponse({"status": "ready", "model": self.model_name})
 
     @app.get("/v1/models")
     async def models(self, request: Request) -> JSONResponse:
@@ -131,13 +182,16 @@ class OpenAIIngress:
             return error(400, exc.message, exc.param)
         if (err := self._model_error(parsed.model)) is not None:
             return err
+        if (err := await self._readiness_error()) is not None:
+            return err
         gens = generation_requests(parsed)
         if parsed.stream:
-            return await self._stream(parsed, gens)
+            return await self._stream(parsed, gens, url, time.perf_counter())
         results = await asyncio.gather(*(self.replica.generate_one.remote(g) for g in gens), return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):
                 return self._failure(r)
+        self.metrics.tokens(url, results[0].prompt_tokens, sum(r.completion_tokens for r in results))
         return JSONResponse(response_body(parsed, list(results), self.model_name))
 
     def _failure(self, exc: BaseException) -> JSONResponse:
@@ -160,7 +214,7 @@ class OpenAIIngress:
         log.exception("request %s failed", request_id, exc_info=exc)
         return error(500, f"the model replica failed (request id {request_id})", kind="server_error")
 
-    async def _stream(self, parsed, gens) -> StreamingResponse | JSONResponse:
+    async def _stream(self, parsed, gens, url: str, started: float) -> StreamingResponse | JSONResponse:
         chat = isinstance(parsed, ChatCompletionRequest)
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         created = int(time.time())
@@ -174,6 +228,8 @@ class OpenAIIngress:
             except StopAsyncIteration:
                 firsts.append(None)
             except Exception as exc:
+                for other in streams:
+                    other.cancel()
                 return self._failure(exc)
 
         def chunk(index: int, text: str | None, finish: str | None) -> str:
@@ -188,7 +244,16 @@ class OpenAIIngress:
             return f"data: {json.dumps(payload)}\n\n"
 
         async def events() -> AsyncIterator[str]:
+            try:
+                async for event in body():
+                    yield event
+            finally:  # also when the client disconnects: cancelling stops the replicas' generation
+                for s in streams:
+                    s.cancel()
+
+        async def body() -> AsyncIterator[str]:
             prompt_tokens = completion_tokens = 0
+            first_token = True
             for i, (first, s) in enumerate(zip(firsts, streams, strict=True)):
                 if chat:
                     role = {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
@@ -208,6 +273,9 @@ class OpenAIIngress:
                 delta = first
                 while delta is not None:
                     if delta.text:
+                        if first_token:
+                            first_token = False
+                            self.metrics.ttft.observe(time.perf_counter() - started, tags={"route": url})
                         yield chunk(i, delta.text, None)
                     if delta.finish_reason:
                         yield chunk(i, None, delta.finish_reason)
@@ -217,6 +285,7 @@ class OpenAIIngress:
                         delta = await s.__anext__()
                     except StopAsyncIteration:
                         delta = None
+            self.metrics.tokens(url, prompt_tokens, completion_tokens)
             if include_usage:
                 usage = {
                     "prompt_tokens": prompt_tokens,
@@ -254,6 +323,8 @@ class OpenAIIngress:
             return error(400, f"{param}: {e['msg']}" if param else e["msg"], param)
         if (err := self._model_error(req.model)) is not None:
             return err
+        if (err := await self._readiness_error()) is not None:
+            return err
         texts = [req.input] if isinstance(req.input, str) else req.input
         prompts = [classification_prompt(t, req.labels, req.instruction) for t in texts]
         try:
@@ -265,4 +336,5 @@ class OpenAIIngress:
             for i, s in enumerate(scores)
         ]
         usage = {"prompt_tokens": sum(s.prompt_tokens for s in scores)}
+        self.metrics.tokens("/v1/classify", usage["prompt_tokens"], 0)
         return JSONResponse({"object": "list", "model": self.model_name, "data": data, "usage": usage})

@@ -51,10 +51,28 @@ def continuous_engine(tiny_dir):
 
 @pytest.fixture(scope="session")
 def ray_local(tiny_dir):
-    """One local Ray for the in-process job and serve tests."""
+    """One local Ray for the in-process job and serve tests; yields its Prometheus `/metrics` URL.
+
+    Metrics are reported every second (Ray's default is 10 s) so tests can read what they just caused.
+    """
+    import socket
+
     import ray
 
+    from serve.config import SERVE_RAY_ENV
+
+    for key, value in SERVE_RAY_ENV.items():  # what `phifleet serve` and the chart run with
+        os.environ.setdefault(key, value)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local tests only
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _metrics_export_port=metrics_port,
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
+    yield f"http://127.0.0.1:{metrics_port}/metrics"
     ray.shutdown()

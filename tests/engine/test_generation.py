@@ -155,3 +155,11 @@ print(r[0].completion_tokens, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tokens, max_rss_kib = map(int, proc.stdout.split())
     assert tokens == 4
     assert max_rss_kib < 3 * 1024 * 1024  # far below the GBs transformers would take from system RAM
+
+
+def test_ignore_eos_generates_exactly_max_tokens(engine, continuous_engine):
+    """The trained answer ends at <|im_end|> after a label; ignore_eos keeps going (vLLM's benchmark extension)."""
+    assert engine.generate([GenerationRequest(PROMPTS[3], greedy(max_tokens=40))])[0].finish_reason == "stop"
+    for eng in (engine, continuous_engine):
+        out = eng.generate([GenerationRequest(PROMPTS[3], greedy(max_tokens=40, ignore_eos=True))])
+        assert out[0].finish_reason == "length" and out[0].completion_tokens == 40

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -62,6 +63,13 @@ def test_chat_completion(client):
 def test_completion_length_and_stop(client):
     out = client.completions.create(model="phi4-tiny", prompt="Once upon a time", max_tokens=4, temperature=0)
     assert out.choices[0].finish_reason == "length" and out.usage.completion_tokens == 4
+
+
+def test_ignore_eos_extension_generates_max_tokens(client):
+    kw = {"model": "phi4-tiny", "messages": classify_messages("The kettle is awful."), "temperature": 0}
+    assert client.chat.completions.create(**kw, max_tokens=30).usage.completion_tokens < 30
+    out = client.chat.completions.create(**kw, max_tokens=30, extra_body={"ignore_eos": True})
+    assert out.usage.completion_tokens == 30 and out.choices[0].finish_reason == "length"
 
 
 def test_n_choices(client):
@@ -159,3 +167,75 @@ def test_api_keys_compare_whole_keys():
     assert authorized(None, ())  # no keys configured: open
     assert authorized("Bearer a", ("a", "b")) and authorized("Bearer b", ("a", "b"))
     assert not authorized("Bearer ab", ("a", "b")) and not authorized("a", ("a",)) and not authorized(None, ("a",))
+
+
+HANDLE_LOOP = asyncio.new_event_loop()  # Serve's throughput mode routes a handle's calls on the caller's loop
+
+
+def replica_stats() -> dict[str, int]:
+    """Asks the replica over a Serve handle, always from the same event loop (the handle is bound to it)."""
+    from ray import serve
+
+    async def ask() -> dict[str, int]:
+        return await serve.get_deployment_handle("Phi4Replica", app_name="phifleet").stats.remote()
+
+    return HANDLE_LOOP.run_until_complete(asyncio.wait_for(ask(), timeout=30))
+
+
+def test_a_client_that_disconnects_mid_stream_stops_its_generation(client):
+    """'x' makes the tiny model repeat a word until max_tokens (~5 s for 2,000 tokens): closing early must stop it."""
+    before = replica_stats()["cancelled_streams"]
+    stream = client.completions.create(model="phi4-tiny", prompt="x", max_tokens=2000, temperature=0, stream=True)
+    received = 0
+    for chunk in stream:
+        received += bool(chunk.choices and chunk.choices[0].text)
+        if received == 3:
+            break
+    stream.close()  # drops the HTTP connection
+    deadline, stats = time.time() + 20, {}
+    while time.time() < deadline:
+        stats = replica_stats()
+        if stats["cancelled_streams"] > before and stats["running_streams"] == 0:
+            break
+        time.sleep(0.2)
+    assert stats["cancelled_streams"] == before + 1 and stats["running_streams"] == 0, stats
+
+
+def scrape(metrics_url: str, names: list[str]) -> dict[str, list[str]]:
+    """Sample lines per metric name from Ray's Prometheus endpoint."""
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    return {n: [line for line in text.splitlines() if line.startswith(n)] for n in names}
+
+
+def test_prometheus_metrics(client, ray_local):
+    client.chat.completions.create(model="phi4-tiny", messages=classify_messages("Great lamp."), max_tokens=4)
+    list(client.completions.create(model="phi4-tiny", prompt="Hello", max_tokens=4, stream=True))
+    with pytest.raises(openai.NotFoundError) as err:
+        client.models.retrieve("nope")  # an unknown route: counted under 'other', answered in OpenAI's shape
+    assert err.value.body["type"] == "not_found_error"
+    names = [
+        "ray_phifleet_requests_total",
+        "ray_phifleet_request_latency_seconds_bucket",
+        "ray_phifleet_time_to_first_token_seconds_count",
+        "ray_phifleet_generated_tokens_total",
+        "ray_phifleet_prompt_tokens_total",
+        "ray_phifleet_replica_queue_depth",
+        "ray_phifleet_batch_size_bucket",
+        "ray_phifleet_replica_running_streams",
+    ]
+
+    def complete(found: dict[str, list[str]]) -> bool:
+        requests = found["ray_phifleet_requests_total"]
+        return all(found.values()) and all(
+            any(route in s and status in s for s in requests)
+            for route, status in (('route="/v1/chat/completions"', 'status="200"'), ('route="other"', 'status="404"'))
+        )
+
+    deadline = time.time() + 30  # metrics reach the endpoint within a report interval (1 s in tests)
+    while not complete(found := scrape(ray_local, names)) and time.time() < deadline:
+        time.sleep(1)
+    assert complete(found), found
+    assert all('deployment="OpenAIIngress"' in s for s in found["ray_phifleet_requests_total"])
+    assert any('deployment="Phi4Replica"' in s for s in found["ray_phifleet_batch_size_bucket"])
+    generated = sum(float(s.rsplit(" ", 1)[1]) for s in found["ray_phifleet_generated_tokens_total"])
+    assert generated >= 5
