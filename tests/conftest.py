@@ -76,3 +76,15 @@ def ray_local(tiny_dir):
     )
     yield f"http://127.0.0.1:{metrics_port}/metrics"
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """The pinned helm binary (scripts/install_helm.py installs it into .tools/bin when none is on PATH)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "install_helm.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]

@@ -1,0 +1,214 @@
+"""helm/phifleet rendered by the real helm binary and validated offline (see conftest.py for how)."""
+
+from __future__ import annotations
+
+import json
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from cluster.chart_values import CHART_DIR, README_PATH, SCHEMA_PATH, readme_text, schema_text
+from jobs.config import JobConfig
+from serve.config import SERVE_RAY_ENV, ServeConfig
+from tests.helm.conftest import CHART, EXAMPLES, KUBE_VERSION, by_kind, kuberay_validator, render, run_helm
+
+RAY_KINDS = {"RayService", "RayJob", "RayCluster"}
+# Prometheus Operator CRDs: no schema here; their shape is asserted in test_metrics_objects.
+UNVALIDATED_KINDS = {"ServiceMonitor"}
+
+
+def test_values_schema_and_readme_table_are_generated_from_models_and_values():
+    assert SCHEMA_PATH.read_text() == schema_text(), "run: python -m cluster.chart_values"
+    values_yaml = (CHART_DIR / "values.yaml").read_text()
+    assert README_PATH.read_text() == readme_text(README_PATH.read_text(), values_yaml), (
+        "run: python -m cluster.chart_values"
+    )
+    assert "`serve.upgradeStrategy`" in README_PATH.read_text()
+
+
+@pytest.mark.parametrize("values", EXAMPLES)
+def test_example_values_lint_strict(helm, values):
+    # helm lint has no --api-versions: the KubeRay CRD check (a `fail`) is only logged there, lint stays clean.
+    out = run_helm(helm, "lint", "--strict", str(CHART), "-f", str(CHART / values))
+    assert "0 chart(s) failed" in out.stdout and "[ERROR]" not in out.stdout and "[WARNING]" not in out.stdout
+
+
+@pytest.mark.parametrize("values", EXAMPLES)
+def test_rendered_objects_validate_against_kubernetes_and_kuberay_schemas(helm, values):
+    docs = render(helm, "-f", str(CHART / values))
+    assert docs
+    for doc in docs:
+        kind = doc["kind"]
+        if kind in RAY_KINDS:
+            errors = sorted(kuberay_validator(kind).iter_errors(doc), key=str)
+            assert not errors, f"{kind}: " + "; ".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
+        elif kind not in UNVALIDATED_KINDS:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == "r"
+
+
+@pytest.mark.parametrize("values", EXAMPLES)
+def test_serve_and_job_configs_in_the_objects_are_valid_phifleet_configs(helm, values):
+    docs = render(helm, "-f", str(CHART / values))
+    for svc in by_kind(docs, "RayService"):
+        apps = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"]
+        assert [a["import_path"] for a in apps] == ["serve.app:build_app"]
+        ServeConfig.model_validate(apps[0]["args"])
+    for job in by_kind(docs, "RayJob"):
+        assert job["spec"]["entrypoint"] == "python -m jobs --config /etc/phifleet/job/job.json"
+        (cm,) = [c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith("-job")]
+        JobConfig.model_validate(json.loads(cm["data"]["job.json"]))
+
+
+def cluster_specs(docs):
+    for d in docs:
+        if d["kind"] == "RayService":
+            yield d["spec"]["rayClusterConfig"]
+        elif d["kind"] == "RayJob":
+            yield d["spec"]["rayClusterSpec"]
+
+
+def test_gpu_scheduling_and_autoscaling(helm):
+    docs = render(helm, "-f", str(CHART / "values-aks-h100.yaml"))
+    (spec,) = list(cluster_specs(docs))
+    assert spec["enableInTreeAutoscaling"] is True
+    head = spec["headGroupSpec"]
+    assert head["rayStartParams"]["num-gpus"] == "0"
+    head_res = head["template"]["spec"]["containers"][0]["resources"]
+    assert "nvidia.com/gpu" not in head_res["requests"] and "nvidia.com/gpu" not in head_res["limits"]
+    (gpu,) = spec["workerGroupSpecs"]
+    assert gpu["minReplicas"] == 0 and gpu["maxReplicas"] == 4
+    pod = gpu["template"]["spec"]
+    res = pod["containers"][0]["resources"]
+    assert res["requests"]["nvidia.com/gpu"] == res["limits"]["nvidia.com/gpu"] == 1
+    assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["nodeSelector"] == {"phifleet.io/pool": "gpu"}
+
+
+@pytest.mark.parametrize("values", EXAMPLES)
+def test_pods_run_non_root_without_privilege_and_with_phifleets_ray_settings(helm, values):
+    for spec in cluster_specs(render(helm, "-f", str(CHART / values))):
+        templates = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+        for t in templates:
+            assert t["spec"]["securityContext"]["runAsNonRoot"] is True
+            for c in t["spec"]["containers"] + t["spec"].get("initContainers", []):
+                sc = c["securityContext"]
+                assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+                assert sc["seccompProfile"]["type"] == "RuntimeDefault"
+            env = {e["name"]: e.get("value") for e in t["spec"]["containers"][0]["env"]}
+            assert {k: env.get(k) for k in SERVE_RAY_ENV} == SERVE_RAY_ENV
+
+
+def test_network_policy_exposes_only_the_serve_port(helm):
+    docs = render(helm, "-f", str(CHART / "values-aks-h100.yaml"))
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    rules = policy["spec"]["ingress"]
+    internal = [r for r in rules if "ports" not in r]
+    assert (
+        len(internal) == 1 and internal[0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "r"
+    )
+    open_ports = sorted(p["port"] for r in rules if "ports" in r for p in r["ports"])
+    assert open_ports == [8000, 8080]
+    (metrics_rule,) = [r for r in rules if r.get("ports", [{}])[0].get("port") == 8080]
+    assert metrics_rule["from"]  # the AKS example limits scrapers to kube-system
+
+
+def test_api_keys_secret_is_mounted_and_passed_to_the_app(helm):
+    docs = render(helm, "--set", "apiKeys.keys={sk-aaaaaaaa,sk-bbbbbbbb}")
+    (secret,) = by_kind(docs, "Secret")
+    assert secret["stringData"]["api-keys"].split() == ["sk-aaaaaaaa", "sk-bbbbbbbb"]
+    (svc,) = by_kind(docs, "RayService")
+    args = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"][0]["args"]
+    assert args["api_keys_file"] == "/etc/phifleet/secrets/api-keys"
+    worker = svc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in worker["containers"][0]["volumeMounts"]}
+    assert mounts["api-keys"] == "/etc/phifleet/secrets"
+    (test_pod,) = by_kind(docs, "Pod")
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert "/v1/models" in test_pod["spec"]["containers"][0]["args"][0]
+
+
+def test_workload_identity_and_model_volume(helm):
+    docs = render(helm, "-f", str(CHART / "values-aks-h100.yaml"))
+    (sa,) = by_kind(docs, "ServiceAccount")
+    assert sa["metadata"]["annotations"]["azure.workload.identity/client-id"]
+    (svc,) = by_kind(docs, "RayService")
+    worker = svc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]
+    assert worker["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert worker["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+    (pvc,) = by_kind(docs, "PersistentVolumeClaim")
+    volumes = {v["name"]: v for v in worker["spec"]["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    (init,) = worker["spec"]["initContainers"]
+    assert "azcopy copy" in init["args"][0] and ".complete" in init["args"][0]
+
+
+def test_metrics_objects(helm):
+    docs = render(helm, "-f", str(CHART / "values-aks-h100.yaml"))
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    (metrics_svc,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-metrics")]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= metrics_svc["metadata"]["labels"].items()
+    assert metrics_svc["spec"]["clusterIP"] == "None"
+    (dashboard,) = [c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
+    exprs = [t["expr"] for p in json.loads(dashboard["data"]["phifleet.json"])["panels"] for t in p["targets"]]
+    assert any("ray_phifleet_requests_total" in e for e in exprs)
+
+
+def test_default_values_lint_and_generate_an_api_key(helm):
+    out = run_helm(helm, "lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in out.stdout and "[WARNING]" not in out.stdout
+    (secret,) = by_kind(render(helm), "Secret")
+    (key,) = secret["stringData"]["api-keys"].split()
+    assert key.startswith("sk-") and len(key) == 43
+
+
+def test_rendering_without_kuberay_crds_fails_with_install_instructions(helm):
+    args = ["template", "r", str(CHART), "--set", "apiKeys.keys={sk-aaaaaaaa}"]
+    proc = run_helm(helm, *args, check=False)
+    assert proc.returncode != 0 and "install the KubeRay operator" in proc.stderr
+    assert run_helm(helm, *args, "--set", "kuberay.checkCRDs=false").returncode == 0
+
+
+def test_upgrading_model_or_replicas_updates_the_same_rayservice(helm):
+    """`helm upgrade` patches objects by name: a model or replica change must keep every name, and change
+    only the RayService's serve config (KubeRay then updates the Serve app in place or rolls a new cluster,
+    per upgradeStrategy)."""
+    base = ["-f", str(CHART / "values-cpu-dev.yaml")]
+    before = render(helm, *base)
+    after = render(
+        helm, *base, "--set", "serve.config.autoscaling.max_replicas=3", "--set", "serve.config.model_name=tiny2"
+    )
+    assert [(d["kind"], d["metadata"]["name"]) for d in before] == [(d["kind"], d["metadata"]["name"]) for d in after]
+    changed = [d["kind"] for d, e in zip(before, after, strict=True) if d != e]
+    assert changed == ["RayService"]
+    (svc,) = by_kind(after, "RayService")
+    assert svc["spec"]["upgradeStrategy"]["type"] == "None"
+    args = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"][0]["args"]
+    assert args["autoscaling"]["max_replicas"] == 3 and args["model_name"] == "tiny2"
+
+
+BAD_VALUES = [
+    (["--set", "gpuWorkers.minReplicas=-1"], "gpuWorkers/minReplicas"),
+    (["--set", "gpuWorkers.maxReplicas=1", "--set", "gpuWorkers.minReplicas=2"], "gpuWorkers.maxReplicas"),
+    (["--set", "serve.config.autoscaling.min_replicas=5"], "serve.config.autoscaling.max_replicas"),
+    (["--set", "job.config.pool.min_replicas=9"], "job.config.pool.max_replicas"),
+    (["--set", "serve.config.engine.dtyp=bfloat16"], "dtyp"),
+    (["--set", "serve.config.num_gpus=lots"], "serve/config/num_gpus"),
+    (["--set", "serve.upgradeStrategy=Rolling"], "serve/upgradeStrategy"),
+    (["--set", "replicaCount=2"], "replicaCount"),
+    (["--set", "model.volume=nfs"], "model/volume"),
+    (["--set", "job.config.task.kind=translate"], "job/config/task"),
+    (["--set", "serve.port=0"], "serve/port"),
+    (["--set", "workloadIdentity.enabled=true"], "workloadIdentity.enabled needs"),
+    (["--set", "gpuWorkers.enabled=false"], "no worker group"),
+]
+
+
+@pytest.mark.parametrize(("args", "field"), BAD_VALUES, ids=[f for _, f in BAD_VALUES])
+def test_bad_values_fail_lint_naming_the_field(helm, args, field):
+    base = ["lint", "--strict", str(CHART), "--set", "apiKeys.keys={sk-aaaaaaaa}"]
+    proc = run_helm(helm, *base, *args, check=False)
+    assert proc.returncode != 0
+    assert field in proc.stdout + proc.stderr, proc.stdout + proc.stderr
