@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -12,7 +12,7 @@ from engine import deepspeed_prep
 from engine.chat_template import ENDOFTEXT, IM_END, render_chat
 from engine.config import EngineConfig
 from engine.continuous_batching import ContinuousBatcher
-from engine.errors import ContextLengthExceededError, InvalidRequestError
+from engine.errors import ContextLengthExceededError, EngineError, InvalidRequestError
 from engine.loading import (
     check_dtype,
     configure_tokenizer,
@@ -148,6 +148,33 @@ class Engine:
             delta = seq.stream_delta()
             if delta is not None:
                 yield delta
+
+    def stream_batch(
+        self, requests: Sequence[GenerationRequest], cancelled: Callable[[int], bool] = lambda i: False
+    ) -> Iterator[tuple[int, StreamDelta | EngineError]]:
+        """Stream many requests as one batch: (request index, delta) as tokens are produced.
+
+        A request that fails validation yields (index, its EngineError) and the others still run; once
+        ``cancelled(index)`` is true, that request is dropped from the batch at its next step.
+        """
+        seqs: dict[int, Seq] = {}
+        for i, r in enumerate(requests):
+            try:
+                seqs[i] = self.prepare(r)
+            except EngineError as exc:
+                yield i, exc
+        index = {id(s): i for i, s in seqs.items()}
+        for advanced in self._steps(list(seqs.values()), stream=True):
+            for seq in advanced:
+                i = index[id(seq)]
+                if seq.cancelled:
+                    continue
+                if cancelled(i):
+                    seq.cancel()
+                    continue
+                delta = seq.stream_delta()
+                if delta is not None:
+                    yield i, delta
 
     # --- label scoring ---------------------------------------------------------------------
     def label_token_ids(self, labels: Sequence[str]) -> list[list[int]]:

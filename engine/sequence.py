@@ -29,10 +29,15 @@ class Sequence:
         self.finish_reason: FinishReason | None = None
         self.detok = IncrementalDetokenizer(tokenizer, params.stop)
         self.generator: torch.Generator | None = None
+        self.cancelled = False
 
     @property
     def finished(self) -> bool:
-        return self.finish_reason is not None
+        return self.finish_reason is not None or self.cancelled
+
+    def cancel(self) -> None:
+        """Nobody wants the rest (a client went away): the batcher drops the row at its next step."""
+        self.cancelled = True
 
     def push(self, token_id: int) -> None:
         if self.finished:

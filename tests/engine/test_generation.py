@@ -163,3 +163,36 @@ def test_ignore_eos_generates_exactly_max_tokens(engine, continuous_engine):
     for eng in (engine, continuous_engine):
         out = eng.generate([GenerationRequest(PROMPTS[3], greedy(max_tokens=40, ignore_eos=True))])
         assert out[0].finish_reason == "length" and out[0].completion_tokens == 40
+
+
+def test_stream_batch_streams_many_requests_as_one_batch(engine):
+    prompts = [PROMPTS[3], PROMPTS[4], "x"]
+    reqs = [GenerationRequest(p, greedy(max_tokens=12)) for p in prompts]
+    reqs.insert(1, GenerationRequest("", greedy()))  # invalid: reported, the others still run
+    texts: dict[int, str] = {}
+    finals: dict[int, object] = {}
+    errors: dict[int, Exception] = {}
+    for i, item in engine.stream_batch(reqs):
+        if isinstance(item, Exception):
+            errors[i] = item
+            continue
+        assert i not in finals, "no delta after the final one"
+        texts[i] = texts.get(i, "") + item.text
+        if item.finish_reason:
+            finals[i] = item
+    assert list(errors) == [1] and errors[1].param == "prompt"
+    expected = engine.generate([reqs[0], reqs[2], reqs[3]])
+    for i, result in zip((0, 2, 3), expected, strict=True):
+        assert texts[i] == result.text and finals[i].finish_reason == result.finish_reason
+        assert finals[i].completion_tokens == result.completion_tokens
+
+
+def test_stream_batch_cancels_one_request_and_keeps_the_others(engine):
+    reqs = [GenerationRequest("x", greedy(max_tokens=200)), GenerationRequest("x", greedy(max_tokens=40))]
+    counts = {0: 0, 1: 0}
+    finished = set()
+    for i, delta in engine.stream_batch(reqs, cancelled=lambda i: i == 0 and counts[0] >= 3):
+        counts[i] += 1
+        if delta.finish_reason:
+            finished.add(i)
+    assert counts[0] == 3 and finished == {1}  # request 0 stopped after 3 deltas; request 1 ran to its end

@@ -201,6 +201,30 @@ def test_a_client_that_disconnects_mid_stream_stops_its_generation(client):
     assert stats["cancelled_streams"] == before + 1 and stats["running_streams"] == 0, stats
 
 
+def test_concurrent_streams_run_as_one_batch_and_match_non_streaming(base_url, client):
+    texts = ["The kettle is awful.", "I love this lamp, it is great.", "The tent is okay.", "Great blender!"] * 2
+    expected = [
+        client.chat.completions.create(model="phi4-tiny", messages=classify_messages(t), temperature=0, max_tokens=8)
+        .choices[0]
+        .message.content
+        for t in texts
+    ]
+
+    async def run() -> list[str]:
+        aclient = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=KEY, max_retries=0, timeout=60)
+
+        async def one(text: str) -> str:
+            stream = await aclient.chat.completions.create(
+                model="phi4-tiny", messages=classify_messages(text), temperature=0, max_tokens=8, stream=True
+            )
+            return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+        return await asyncio.gather(*(one(t) for t in texts))
+
+    assert asyncio.run(run()) == expected
+    assert replica_stats()["largest_stream_batch"] > 1
+
+
 def scrape(metrics_url: str, names: list[str]) -> dict[str, list[str]]:
     """Sample lines per metric name from Ray's Prometheus endpoint."""
     text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
