@@ -190,7 +190,12 @@ def values_schema() -> Schema:
         "metrics": obj(
             {
                 "serviceMonitor": obj(
-                    {"enabled": BOOL, "interval": string(pattern=r"^[0-9]+(s|m)$"), "labels": STRING_MAP}
+                    {
+                        "enabled": BOOL,
+                        "apiVersion": {"enum": ["monitoring.coreos.com/v1", "azmonitoring.coreos.com/v1"]},
+                        "interval": string(pattern=r"^[0-9]+(s|m)$"),
+                        "labels": STRING_MAP,
+                    }
                 ),
                 "grafanaDashboard": obj({"enabled": BOOL, "labels": STRING_MAP}),
             }
