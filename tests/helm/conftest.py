@@ -14,11 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "phifleet"
+# ../shared beside the checkout (read-only project material, present in CI too)
 KUBERAY_SCHEMAS = ROOT.parent / "shared" / "schemas" / "kuberay-v1.7.0"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kuberay_schemas_present() -> None:
+    if not (KUBERAY_SCHEMAS / "rayservice-v1.json").exists():
+        pytest.fail(f"KubeRay schemas not found at {KUBERAY_SCHEMAS}: the checkout must sit beside ../shared")
+
+
 KUBE_VERSION = "1.33.0"
 EXAMPLES = sorted(p.name for p in CHART.glob("values-*.yaml"))
 
