@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -14,10 +13,11 @@ import hcl2
 import pytest
 import yaml
 
+from tests.checkov import assert_clean, checkov_results
+
 ROOT = Path(__file__).resolve().parents[2]
 AZURE = ROOT / "infra" / "azure"
 CHART_VALUES = ROOT / "helm" / "phifleet" / "values.yaml"
-CHECKOV = ROOT / ".tools" / "checkov" / "bin" / "checkov"
 
 
 @pytest.fixture(scope="module")
@@ -128,22 +128,8 @@ def test_storage_is_identity_only_and_private_by_default(tf):
     assert hcl_string(sa["min_tls_version"]) == "TLS1_2"
 
 
-def test_checkov_terraform_has_no_failed_checks(tmp_path):
-    if not CHECKOV.exists():
-        pytest.fail("checkov is not installed: run scripts/install_checkov.sh (make test does)")
-    proc = subprocess.run(
-        [str(CHECKOV), "--framework", "terraform", "-d", str(AZURE), "--skip-download", "-o", "json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    report = json.loads(proc.stdout)
-    report = report if isinstance(report, dict) else next(r for r in report if r["check_type"] == "terraform")
-    failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in report["results"]["failed_checks"]]
-    assert not failed, "\n".join(failed)
-    skipped = report["results"]["skipped_checks"]
-    assert all(c["check_result"].get("suppress_comment") for c in skipped)  # every skip says why
-    assert len(report["results"]["passed_checks"]) > 30  # it really evaluated the resources
+def test_checkov_terraform_has_no_failed_checks():
+    assert_clean(checkov_results("terraform", AZURE), min_passed=30)
 
 
 def test_terraform_fmt():

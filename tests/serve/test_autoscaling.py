@@ -6,7 +6,7 @@ import time
 import openai
 import pytest
 
-from tests.serve.test_openai_server import free_port
+from tests.serve.conftest import running_app
 
 
 def running_replicas() -> int:
@@ -29,31 +29,21 @@ def wait_for(predicate, timeout_s: float) -> bool:
 
 @pytest.fixture(scope="module")
 def scaling_server(ray_local, tiny_dir):
-    from ray import serve
-
-    from serve.app import build_app
-
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = build_app(
-        {
-            "engine": {"model": str(tiny_dir)},
-            "model_name": "phi4-tiny",
-            "num_cpus": 0.25,
-            "autoscaling": {
-                "min_replicas": 1,
-                "max_replicas": 2,
-                "target_ongoing_requests": 1,
-                "upscale_delay_s": 1,
-                "downscale_delay_s": 3,
-                "look_back_period_s": 2,
-            },
-        }
-    )
-    serve.run(app, name="scaling", route_prefix="/")
-    yield f"http://127.0.0.1:{port}"
-    serve.delete("scaling")
-    serve.shutdown()
+    config = {
+        "engine": {"model": str(tiny_dir)},
+        "model_name": "phi4-tiny",
+        "num_cpus": 0.25,
+        "autoscaling": {
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "target_ongoing_requests": 1,
+            "upscale_delay_s": 1,
+            "downscale_delay_s": 3,
+            "look_back_period_s": 2,
+        },
+    }
+    with running_app("scaling", config) as url:
+        yield url
 
 
 def test_scales_up_under_load_and_back_down(scaling_server):

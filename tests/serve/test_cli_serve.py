@@ -9,7 +9,7 @@ import urllib.request
 
 import openai
 
-from tests.serve.test_openai_server import free_port
+from tests.serve.conftest import free_port
 
 
 def test_phifleet_serve_runs_and_stops_on_ctrl_c(tiny_dir, tmp_path):

@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -10,30 +9,19 @@ import urllib.request
 import openai
 import pytest
 
+from tests.serve.conftest import running_app
+
 KEY = "sk-test-123"
 SYSTEM = "Classify the text as one of: positive, negative, neutral. Answer with the label only."
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def base_url(ray_local, tiny_dir, tmp_path_factory):
-    from ray import serve
-
-    from serve.app import build_app
-
     keys = tmp_path_factory.mktemp("secrets") / "api-keys"
     keys.write_text(f"{KEY}\nsk-other\n")
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = build_app({"engine": {"model": str(tiny_dir)}, "model_name": "phi4-tiny", "api_keys_file": str(keys)})
-    serve.run(app, name="phifleet", route_prefix="/")
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
+    config = {"engine": {"model": str(tiny_dir)}, "model_name": "phi4-tiny", "api_keys_file": str(keys)}
+    with running_app("phifleet", config) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -8,31 +8,21 @@ import time
 import openai
 import pytest
 
-from tests.serve.test_openai_server import free_port
+from tests.serve.conftest import running_app
 
 
 @pytest.fixture(scope="module")
 def small_server(ray_local, tiny_dir):
     """One replica that takes one request at a time and queues at most one more."""
-    from ray import serve
-
-    from serve.app import build_app
-
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = build_app(
-        {
-            "engine": {"model": str(tiny_dir)},
-            "model_name": "phi4-tiny",
-            "max_ongoing_requests": 1,
-            "max_queued_requests": 1,
-            "batch_wait_timeout_s": 0.0,
-        }
-    )
-    serve.run(app, name="small", route_prefix="/")
-    yield f"http://127.0.0.1:{port}"
-    serve.delete("small")
-    serve.shutdown()
+    config = {
+        "engine": {"model": str(tiny_dir)},
+        "model_name": "phi4-tiny",
+        "max_ongoing_requests": 1,
+        "max_queued_requests": 1,
+        "batch_wait_timeout_s": 0.0,
+    }
+    with running_app("small", config) as url:
+        yield url
 
 
 def test_burst_beyond_the_queue_bound_gets_429s_not_hangs(small_server):
