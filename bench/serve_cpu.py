@@ -4,7 +4,8 @@ Bounded load on loopback only: a fixed number of fixed-length chat completions p
 by one aiohttp client in this process to a local Ray Serve app. The same run measures
 - direct engine calls (no HTTP, no Serve) with the same prompts: the serving overhead ratio;
 - the same app with batching disabled (engine max_batch_size 1): the batching gain;
-- the same app on a Ray started with Serve's defaults instead of phifleet's settings (SERVE_RAY_ENV);
+- the same app on a Ray started with Serve's defaults instead of phifleet's settings (SERVE_RAY_ENV), and
+  with `layout: single` (no separate ingress deployment), in alternating sessions;
 - CPU time per request of each process (proxy, ingress, replica, client, Ray's own), to show where it goes.
 Writes bench/results/serve_cpu.md.
 """
@@ -141,7 +142,7 @@ def measure_app(url: str, levels: list[int], per_level: int, max_tokens: int, mo
     return results
 
 
-def deploy(batching: bool) -> None:
+def deploy(batching: bool, layout: str = "split") -> None:
     app = build_app(
         {
             "engine": {} if batching else {"max_batch_size": 1},
@@ -149,6 +150,7 @@ def deploy(batching: bool) -> None:
             "max_ongoing_requests": 64,
             "max_queued_requests": -1,
             "batch_wait_timeout_s": 0.005,
+            "layout": layout,
         }
     )
     serve.run(app, name="bench", route_prefix="/")
@@ -199,11 +201,12 @@ def main() -> None:
     end_session()
     # Ray Serve's defaults vs phifleet's settings: alternating fresh sessions (this host's speed drifts by tens of
     # percent over minutes, so one session each would measure the drift), averaged over the rounds.
-    settings: dict[str, list[dict]] = {"defaults": [], "phifleet": []}
+    variants = {"defaults": ({}, "split"), "phifleet": (SERVE_RAY_ENV, "split"), "single": (SERVE_RAY_ENV, "single")}
+    settings: dict[str, list[dict]] = {which: [] for which in variants}
     for _ in range(args.settings_rounds):
-        for which, env in (("defaults", {}), ("phifleet", SERVE_RAY_ENV)):
+        for which, (env, layout) in variants.items():
             url = serve_session(env)
-            deploy(True)
+            deploy(True, layout)
             settings[which].append(measure_app(url, [1, 32], per_level, args.max_tokens[0], ("http", "stream")))
             end_session()
 
@@ -274,20 +277,19 @@ def main() -> None:
     settings_rows = []
     for c in (1, 32):
         for mode, label in (("http", "chat"), ("stream", "chat, stream")):
-            d_rps, t_rps = mean_rps("defaults", (mode, c)), mean_rps("phifleet", (mode, c))
-            settings_rows.append(
-                [
-                    str(c),
-                    label,
-                    f"{d_rps:.1f}",
-                    f"{mean_p50('defaults', (mode, c)) * 1e3:.0f}",
-                    f"{t_rps:.1f}",
-                    f"{mean_p50('phifleet', (mode, c)) * 1e3:.0f}",
-                    f"{t_rps / d_rps:.2f}x",
-                ]
-            )
+            base = mean_rps("defaults", (mode, c))
+            row = [str(c), label]
+            for which in variants:
+                rps = mean_rps(which, (mode, c))
+                row += [f"{rps:.1f}", f"{mean_p50(which, (mode, c)) * 1e3:.0f}", f"{rps / base:.2f}x"]
+            settings_rows.append(row)
     settings_table = md_table(
-        ["concurrency", "path", "Serve defaults req/s", "p50 ms", "phifleet settings req/s", "p50 ms", "ratio"],
+        ["concurrency", "path"]
+        + [
+            f"{name} {col}"
+            for name in ("Serve defaults", "phifleet", "phifleet single")
+            for col in ("req/s", "p50 ms", "ratio")
+        ],
         settings_rows,
     )
 
@@ -318,7 +320,10 @@ and against the app with batching off (engine max_batch_size 1). Latency is to t
 Ray settings (`{env}`, what `phifleet serve` and the Helm chart set) unless stated.
 
 {chr(10).join(s + chr(10) for s in sections)}
-### Ray Serve's defaults vs phifleet's settings ({mt0} tokens; mean of {args.settings_rounds} alternating sessions each)
+### Ray settings and layout ({mt0} tokens; mean of {args.settings_rounds} alternating sessions each)
+
+Ray Serve's defaults (split layout) vs phifleet's `SERVE_RAY_ENV` with the split layout (ingress deployment ->
+replica deployment, the default) and with `layout: single` (each replica serves HTTP itself).
 
 {settings_table}
 

@@ -29,20 +29,24 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     config = config.model_copy(update={"engine": config.engine.model_copy(update={"served_model_name": name})})
     a = config.autoscaling
     logging = {"enable_access_log": config.access_log}
-    replica = Phi4Replica.options(
-        autoscaling_config={
-            "min_replicas": a.min_replicas,
-            "max_replicas": a.max_replicas,
-            "target_ongoing_requests": a.target_ongoing_requests,
-            "upscale_delay_s": a.upscale_delay_s,
-            "downscale_delay_s": a.downscale_delay_s,
-            "look_back_period_s": a.look_back_period_s,
-        },
-        max_ongoing_requests=config.max_ongoing_requests,
-        max_queued_requests=config.max_queued_requests,
-        ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
-        logging_config=logging,
-    ).bind(config.model_dump_json())
+    autoscaling = {
+        "min_replicas": a.min_replicas,
+        "max_replicas": a.max_replicas,
+        "target_ongoing_requests": a.target_ongoing_requests,
+        "upscale_delay_s": a.upscale_delay_s,
+        "downscale_delay_s": a.downscale_delay_s,
+        "look_back_period_s": a.look_back_period_s,
+    }
+    replica_options = {
+        "autoscaling_config": autoscaling,
+        "max_ongoing_requests": config.max_ongoing_requests,
+        "max_queued_requests": config.max_queued_requests,
+        "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
+        "logging_config": logging,
+    }
+    if config.layout == "single":  # the ingress is the replica: it loads the engine and scales like one
+        return OpenAIIngress.options(**replica_options).bind(None, config.model_dump_json(), name)
+    replica = Phi4Replica.options(**replica_options).bind(config.model_dump_json())
     # The ingress only awaits replicas: let it hold every request the replicas may run or queue (Serve's
     # default of 5 would cap concurrency, and so batching, far below the replicas' own bound).
     ingress_limit = (config.max_ongoing_requests + max(config.max_queued_requests, 0)) * a.max_replicas

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.config import EngineConfig
@@ -43,6 +45,14 @@ class ServeConfig(BaseModel):
         default=None, description="The id clients pass as `model`; defaults to the model directory's name."
     )
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+    layout: Literal["split", "single"] = Field(
+        default="split",
+        description=(
+            "split: a FastAPI ingress deployment in front of the engine replicas (the ingress scales on CPU apart "
+            "from the GPU replicas). single: each replica serves HTTP and runs the engine (one hop less per "
+            "request: lower latency and CPU; autoscaling applies to that one deployment)."
+        ),
+    )
     num_gpus: float = Field(default=0.0, ge=0, description="GPUs per replica (1 for Phi-4 at tp 1).")
     num_cpus: float = Field(default=0.5, gt=0, description="CPUs per replica; fractional on small machines.")
     max_ongoing_requests: int = Field(default=64, ge=1, description="Requests one replica works on at once.")

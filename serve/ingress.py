@@ -80,9 +80,14 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
 @serve.deployment
 @serve.ingress(app)
 class OpenAIIngress:
-    def __init__(self, replica: DeploymentHandle, config_json: str, model_name: str) -> None:
-        self.replica = replica
+    def __init__(self, replica: DeploymentHandle | None, config_json: str, model_name: str) -> None:
         self.config = ServeConfig.model_validate_json(config_json)
+        if replica is None:  # layout "single": this replica runs the engine itself
+            from serve.local_replica import LocalReplica
+            from serve.replica import Phi4Replica
+
+            replica = LocalReplica(Phi4Replica.func_or_class(config_json))
+        self.replica = replica
         self.model_name = model_name
         self.keys = load_api_keys(self.config.api_keys_env, self.config.api_keys_file)
         self.ready = False  # set once a replica has answered; afterwards requests wait through replacements

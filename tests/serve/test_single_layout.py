@@ -1,0 +1,49 @@
+"""`layout: single`: each Serve replica serves HTTP and runs the engine (no separate ingress deployment)."""
+
+import asyncio
+
+import openai
+import pytest
+from ray import serve
+
+from tests.serve.conftest import running_app
+from tests.serve.test_openai_server import classify_messages
+
+
+@pytest.fixture(scope="module")
+def single(ray_local, tiny_dir):
+    with running_app(
+        "single", {"engine": {"model": str(tiny_dir)}, "model_name": "phi4-tiny", "layout": "single"}
+    ) as url:
+        yield url
+
+
+def test_one_deployment_serves_the_whole_api(single):
+    deployments = serve.status().applications["single"].deployments
+    assert list(deployments) == ["OpenAIIngress"]
+    client = openai.OpenAI(base_url=f"{single}/v1", api_key="x", max_retries=0, timeout=60)
+    assert [m.id for m in client.models.list()] == ["phi4-tiny"]
+    kw = {"model": "phi4-tiny", "messages": classify_messages("The kettle is awful."), "temperature": 0}
+    out = client.chat.completions.create(**kw, max_tokens=8)
+    assert out.choices[0].message.content == "negative"
+    chunks = list(client.chat.completions.create(**kw, max_tokens=8, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "negative"
+    with pytest.raises(openai.BadRequestError):  # validation errors surface before the stream starts
+        list(client.completions.create(model="phi4-tiny", prompt="word " * 3000, max_tokens=5, stream=True))
+
+
+def test_concurrent_requests_batch_in_the_single_replica(single):
+    async def run() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=f"{single}/v1", api_key="x", max_retries=0, timeout=60)
+        texts = ["The kettle is awful.", "I love this lamp, it is great.", "The tent is okay."] * 3
+
+        async def one(text: str, stream: bool) -> str:
+            kw = {"model": "phi4-tiny", "messages": classify_messages(text), "temperature": 0, "max_tokens": 8}
+            if not stream:
+                return (await client.chat.completions.create(**kw)).choices[0].message.content
+            s = await client.chat.completions.create(**kw, stream=True)
+            return "".join([c.choices[0].delta.content or "" async for c in s if c.choices])
+
+        return await asyncio.gather(*(one(t, i % 2 == 1) for i, t in enumerate(texts)))
+
+    assert asyncio.run(run()) == ["negative", "positive", "neutral"] * 3
