@@ -50,12 +50,13 @@ class Phi4Replica:
 
     @property
     def waiting(self) -> int:
-        return self.inflight - self.in_batch
+        """Requests in this replica not yet in an engine batch: generate calls and streams alike."""
+        return self.inflight - self.in_batch + len(self._pending)
 
     def _count(self, inflight: int = 0, in_batch: int | None = None) -> None:
         self.inflight += inflight
         self.in_batch = self.in_batch if in_batch is None else in_batch
-        self.metrics.queue_depth.set(self.waiting + len(self._pending))
+        self.metrics.queue_depth.set(self.waiting)
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
