@@ -130,11 +130,18 @@ def requests_for(c: int, per_level: int) -> int:
     return max(c * 3, per_level // (4 if c == 1 else 1))
 
 
-def measure_app(url: str, levels: list[int], per_level: int, max_tokens: int, modes: tuple[str, ...]) -> dict:
+def measure_app(
+    url: str, levels: list[int], per_level: int, max_tokens: int, modes: tuple[str, ...], engine: Engine | None = None
+) -> dict:
+    """Per (mode, concurrency): (req/s, latencies, CPU ms per request by process). With ``engine``, the direct
+    baseline of each level is measured right before that level's HTTP runs (this host's speed drifts over minutes)."""
     results = {}
     asyncio.run(load(url, 4, 8, False, max_tokens))  # warm-up
     for c in levels:
         n = requests_for(c, per_level)
+        if engine is not None:
+            direct(engine, c, c, max_tokens)  # warm-up
+            results[("direct", c)] = (*direct(engine, c, n, max_tokens), {})
         for mode in modes:
             before = cpu_snapshot()
             rps, lat = asyncio.run(load(url, c, n, mode == "stream", max_tokens))
@@ -149,7 +156,6 @@ def deploy(batching: bool, layout: str = "split") -> None:
             "model_name": "phi4-tiny",
             "max_ongoing_requests": 64,
             "max_queued_requests": -1,
-            "batch_wait_timeout_s": 0.005,
             "layout": layout,
         }
     )
@@ -189,13 +195,14 @@ def main() -> None:
     per_level = args.requests_per_level
 
     # phifleet's settings: every measurement of the main table.
+    engine = Engine(EngineConfig())
     url = serve_session(SERVE_RAY_ENV)
     served: dict[tuple[int, bool], dict] = {}
     for batching in (True, False):
         deploy(batching)
         for mt in args.max_tokens:
             served[(mt, batching)] = measure_app(
-                url, levels, per_level, mt, ("http", "stream") if batching else ("http",)
+                url, levels, per_level, mt, ("http", "stream") if batching else ("http",), engine if batching else None
             )
         serve.delete("bench")
     end_session()
@@ -210,18 +217,11 @@ def main() -> None:
             settings[which].append(measure_app(url, [1, 32], per_level, args.max_tokens[0], ("http", "stream")))
             end_session()
 
-    engine = Engine(EngineConfig())
-    direct_results = {}
-    for mt in args.max_tokens:
-        for c in levels:
-            direct(engine, c, c, mt)  # warm-up
-            direct_results[(mt, c)] = direct(engine, c, requests_for(c, per_level), mt)
-
     sections = []
     for mt in args.max_tokens:
         rows = []
         for c in levels:
-            d_rps, d_lat = direct_results[(mt, c)]
+            d_rps, d_lat, _ = served[(mt, True)][("direct", c)]
             d_p50 = percentile(d_lat, 0.5)
             nb_rps, nb_lat, _ = served[(mt, False)][("http", c)]
             for mode, label in (("http", "chat"), ("stream", "chat, stream")):
@@ -315,8 +315,8 @@ def main() -> None:
 
 Machine: {machine}. Produced by `bench/serve_cpu.py`: chat completions of exactly N greedy tokens
 (`ignore_eos`) over HTTP on loopback (one aiohttp client, the Serve proxy, the ingress and one replica share
-the machine), against the same requests sent straight into the engine as one batch per concurrency level,
-and against the app with batching off (engine max_batch_size 1). Latency is to the last byte. phifleet's
+the machine), against the same requests sent straight into the engine as one batch per concurrency level
+(in this process, right before that level's HTTP runs, the app idle meanwhile), and against the app with batching off (engine max_batch_size 1). Latency is to the last byte. phifleet's
 Ray settings (`{env}`, what `phifleet serve` and the Helm chart set) unless stated.
 
 {chr(10).join(s + chr(10) for s in sections)}

@@ -9,17 +9,38 @@ from concurrent.futures import ThreadPoolExecutor
 from ray import serve
 
 from engine import Engine, EngineError, GenerationRequest, GenerationResult, LabelScores, StreamDelta
+from serve.batching import Batcher
 from serve.config import ServeConfig
 from serve.metrics import ReplicaMetrics
+
+
+class _Call:
+    """One non-streaming request: its answer (or error) arrives on ``future``."""
+
+    kind = "generate"
+
+    def __init__(self, request: GenerationRequest) -> None:
+        self.request = request
+        self.future: asyncio.Future[GenerationResult] = asyncio.get_running_loop().create_future()
+
+    @property
+    def dropped(self) -> bool:
+        return self.future.done()  # cancelled: the caller went away
 
 
 class _Stream:
     """One streaming request between the replica's event loop and the engine thread."""
 
+    kind = "stream"
+
     def __init__(self, request: GenerationRequest) -> None:
         self.request = request
         self.queue: asyncio.Queue[StreamDelta | BaseException] = asyncio.Queue()
         self.cancelled = False
+
+    @property
+    def dropped(self) -> bool:
+        return self.cancelled
 
 
 def _merge(deltas: list[StreamDelta]) -> StreamDelta:
@@ -34,70 +55,71 @@ class Phi4Replica:
         self.config = ServeConfig.model_validate_json(config_json)
         self.engine = Engine(self.config.engine)
         # The engine is not thread-safe and its work is CPU/GPU-bound: one worker thread keeps the event loop
-        # free to accept and batch requests while a batch runs.
+        # free to accept requests, which wait in the batcher for the engine's next batch.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        self.generate.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
-        self.generate.set_max_batch_size(self.engine.max_batch_size)
+        self._batcher: Batcher[_Call | _Stream] = Batcher(
+            self._run_batch, self.engine.max_batch_size, self.config.batch_wait_timeout_s
+        )
         self.metrics = ReplicaMetrics()
-        self.inflight = 0  # generate_one calls in this replica
-        self.in_batch = 0  # of those, in the engine batch now running
         self.running_streams = 0
         self.cancelled_streams = 0
-        self._pending: list[_Stream] = []  # streams waiting for the next stream batch
-        self._wake = asyncio.Event()
-        self._stream_loop: asyncio.Task | None = None
-        self.largest_stream_batch = 0
 
     @property
     def waiting(self) -> int:
         """Requests in this replica not yet in an engine batch: generate calls and streams alike."""
-        return self.inflight - self.in_batch + len(self._pending)
+        return self._batcher.waiting
 
-    def _count(self, inflight: int = 0, in_batch: int | None = None) -> None:
-        self.inflight += inflight
-        self.in_batch = self.in_batch if in_batch is None else in_batch
+    def _submit(self, work: _Call | _Stream) -> None:
+        self._batcher.submit(work)
         self.metrics.queue_depth.set(self.waiting)
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult | EngineError]:
-        """Concurrent callers' requests arrive here as one list and run as one engine batch."""
-        self._count(in_batch=len(requests))
-        self.metrics.batch_size.observe(len(requests))
+    async def _run_batch(self, kind: str, batch: list) -> None:
+        self.metrics.queue_depth.set(self.waiting)
+        self.metrics.batch_size.observe(len(batch))
+        if kind == "stream":
+            await self._stream_batch(batch)
+        else:
+            await self._generate_batch(batch)
+
+    async def _generate_batch(self, batch: list[_Call]) -> None:
         try:
-            return await self._run(self.engine.generate, requests)
-        except EngineError:  # isolate the bad request(s); the others still get their answer
+            results = await self._run(self._generate_isolated, [c.request for c in batch])
+        except Exception as exc:  # the engine failed under the whole batch: every caller gets the error
+            results = [exc] * len(batch)
+        for call, result in zip(batch, results, strict=True):
+            if call.future.done():
+                continue
+            if isinstance(result, BaseException):
+                call.future.set_exception(result)
+            else:
+                call.future.set_result(result)
+
+    def _generate_isolated(self, requests: list[GenerationRequest]) -> list[GenerationResult | EngineError]:
+        """One engine batch; if a request is invalid, the others still get their answer."""
+        try:
+            return list(self.engine.generate(requests))
+        except EngineError:
             out: list[GenerationResult | EngineError] = []
             for r in requests:
                 try:
-                    out.extend(await self._run(self.engine.generate, [r]))
+                    out.extend(self.engine.generate([r]))
                 except EngineError as exc:
                     out.append(exc)
             return out
-        finally:
-            self._count(in_batch=0)
 
     async def generate_one(self, request: GenerationRequest) -> GenerationResult:
-        self._count(inflight=1)
-        try:
-            result = await self.generate(request)
-        finally:
-            self._count(inflight=-1)
-        if isinstance(result, EngineError):
-            raise result
-        return result
+        call = _Call(request)
+        self._submit(call)
+        return await call.future  # cancelling this call (the caller went away) drops it from the queue
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         """Deltas as tokens are produced. Concurrent streams run as one engine batch (gathered like `generate`'s);
         when the caller goes away (the ingress cancels), this request leaves the batch at the next step."""
         st = _Stream(request)
-        self._pending.append(st)
-        self._count()
-        self._wake.set()
-        if self._stream_loop is None or self._stream_loop.done():
-            self._stream_loop = asyncio.get_running_loop().create_task(self._run_stream_batches())
+        self._submit(st)
         self.running_streams += 1
         self.metrics.running_streams.set(self.running_streams)
         try:
@@ -122,42 +144,32 @@ class Phi4Replica:
             self.running_streams -= 1
             self.metrics.running_streams.set(self.running_streams)
 
-    async def _run_stream_batches(self) -> None:
-        """Take the waiting streams (after a short gathering wait) and stream them as one batch, repeatedly."""
+    async def _stream_batch(self, batch: list[_Stream]) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            await asyncio.sleep(self.config.batch_wait_timeout_s)
-            batch = [st for st in self._pending[: self.engine.max_batch_size] if not st.cancelled]
-            del self._pending[: self.engine.max_batch_size]
-            if self._pending:
-                self._wake.set()
-            self._count()
-            if not batch:
-                continue
-            self.metrics.batch_size.observe(len(batch))
-            self.largest_stream_batch = max(self.largest_stream_batch, len(batch))
 
-            def run(batch: list[_Stream] = batch) -> None:
-                items = self.engine.stream_batch([st.request for st in batch], cancelled=lambda i: batch[i].cancelled)
-                for i, item in items:
-                    loop.call_soon_threadsafe(batch[i].queue.put_nowait, item)
+        def run() -> None:
+            items = self.engine.stream_batch([st.request for st in batch], cancelled=lambda i: batch[i].cancelled)
+            for i, item in items:
+                loop.call_soon_threadsafe(batch[i].queue.put_nowait, item)
 
-            try:
-                await self._run(run)
-            except Exception as exc:  # the engine failed under the whole batch: every stream gets the error
-                for st in batch:
-                    st.queue.put_nowait(exc)
+        try:
+            await self._run(run)
+        except Exception as exc:  # the engine failed under the whole batch: every stream gets the error
+            for st in batch:
+                st.queue.put_nowait(exc)
 
     def stats(self) -> dict[str, int]:
         """This replica's counters (what its gauges export), for operators and tests over a handle."""
-        return {
+        stats = {
             "waiting": self.waiting,
             "running_streams": self.running_streams,
             "cancelled_streams": self.cancelled_streams,
-            "largest_stream_batch": self.largest_stream_batch,
         }
+        for kind in ("generate", "stream"):  # mean batch size = requests_batched / batches
+            stats[f"largest_{kind}_batch"] = self._batcher.largest_batch.get(kind, 0)
+            stats[f"{kind}_batches"] = self._batcher.batches.get(kind, 0)
+            stats[f"{kind}_requests_batched"] = self._batcher.batched.get(kind, 0)
+        return stats
 
     async def score(self, prompts: list[str], labels: list[str]) -> list[LabelScores]:
         return await self._run(self.engine.score_labels, prompts, labels)
