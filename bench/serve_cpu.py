@@ -19,6 +19,7 @@ import platform
 import socket
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -96,60 +97,116 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def process_group(proc: psutil.Process) -> str:
+def process_group(proc: psutil.Process, app: str) -> str:
+    """Which part of the path a process is; the replicas of an app not under load count apart ("idle app")."""
     if proc.pid == os.getpid():
         return "client (this process)"
     cmd = " ".join(proc.cmdline())
-    for key, name in (("ProxyActor", "Serve proxy"), ("OpenAIIngress", "ingress"), ("Phi4Replica", "replica")):
-        if key in cmd:
-            return name
+    if "ProxyActor" in cmd:
+        return "Serve proxy"
+    if "ServeReplica:" in cmd:
+        for key, name in (("OpenAIIngress", "ingress"), ("Phi4Replica", "replica")):
+            if f"ServeReplica:{app}:{key}" in cmd:
+                return name
+        return "idle app"
     return "Ray system (controller, GCS, raylet, agents)" if "ray" in cmd else "other"
 
 
-def cpu_snapshot() -> dict[int, tuple[str, float]]:
+def cpu_snapshot(app: str) -> dict[int, tuple[str, float]]:
     out = {}
     for proc in psutil.process_iter():
         try:
             t = proc.cpu_times()
-            out[proc.pid] = (process_group(proc), t.user + t.system)
+            out[proc.pid] = (process_group(proc, app), t.user + t.system)
         except (psutil.Error, OSError):
             continue
     return out
 
 
-def cpu_per_request(before: dict, after: dict, requests: int) -> dict[str, float]:
-    """CPU milliseconds per request spent by each group of processes between two snapshots."""
+def cpu_ms(before: dict, after: dict) -> dict[str, float]:
+    """CPU milliseconds spent by each group of processes between two snapshots."""
     groups: dict[str, float] = {}
     for pid, (group, cpu) in after.items():
         if pid in before:
-            groups[group] = groups.get(group, 0.0) + (cpu - before[pid][1]) * 1e3 / requests
+            groups[group] = groups.get(group, 0.0) + (cpu - before[pid][1]) * 1e3
     return groups
 
 
+@dataclass
+class Measured:
+    """One path at one concurrency, pooled over its blocks."""
+
+    requests: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    block_p50s: list[float] = field(default_factory=list)
+    cpu_total_ms: dict[str, float] = field(default_factory=dict)
+
+    def add(self, rps: float, latencies: list[float], cpu: dict[str, float] | None = None) -> None:
+        self.requests += len(latencies)
+        self.seconds += len(latencies) / rps
+        self.latencies += latencies
+        self.block_p50s.append(percentile(latencies, 0.5))
+        for group, ms in (cpu or {}).items():
+            self.cpu_total_ms[group] = self.cpu_total_ms.get(group, 0.0) + ms
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+    def cpu_per_request(self) -> dict[str, float]:
+        return {group: ms / self.requests for group, ms in self.cpu_total_ms.items()}
+
+    def p50_over(self, baseline: Measured) -> float:
+        """Median over paired blocks of (this block's p50 - the baseline block's p50 just before it)."""
+        return statistics.median(a - b for a, b in zip(self.block_p50s, baseline.block_p50s, strict=True))
+
+
 def requests_for(c: int, per_level: int) -> int:
-    return max(c * 3, per_level // (4 if c == 1 else 1))
+    return max(c * 3, per_level)
 
 
-def measure_app(
-    url: str, levels: list[int], per_level: int, max_tokens: int, modes: tuple[str, ...], engine: Engine | None = None
-) -> dict:
-    """Per (mode, concurrency): (req/s, latencies, CPU ms per request by process). With ``engine``, the direct
-    baseline of each level is measured right before that level's HTTP runs (this host's speed drifts over minutes)."""
-    results = {}
-    asyncio.run(load(url, 4, 8, False, max_tokens))  # warm-up
+@dataclass
+class Route:
+    """One way in: an app's URL, and whether to stream."""
+
+    app: str
+    url: str
+    stream: bool = False
+
+
+def measure(
+    paths: dict[str, Route],
+    levels: list[int],
+    per_level: int,
+    max_tokens: int,
+    engine: Engine | None = None,
+    blocks: int = 1,
+) -> dict[tuple[str, int], Measured]:
+    """Per (path, concurrency), pooled over ``blocks`` rounds that take every path in turn, after a block of direct
+    engine calls ("direct") when ``engine`` is given. This host's speed drifts by tens of percent within minutes:
+    alternating blocks seconds apart compares paths under the same conditions."""
+    results: dict[tuple[str, int], Measured] = {}
+    for path in paths.values():
+        asyncio.run(load(path.url, 4, 8, False, max_tokens))  # warm-up
     for c in levels:
-        n = requests_for(c, per_level)
+        n = max(2 * c, requests_for(c, per_level) // blocks)
         if engine is not None:
             direct(engine, c, c, max_tokens)  # warm-up
-            results[("direct", c)] = (*direct(engine, c, n, max_tokens), {})
-        for mode in modes:
-            before = cpu_snapshot()
-            rps, lat = asyncio.run(load(url, c, n, mode == "stream", max_tokens))
-            results[(mode, c)] = (rps, lat, cpu_per_request(before, cpu_snapshot(), n))
+        for _ in range(blocks):
+            if engine is not None:
+                results.setdefault(("direct", c), Measured()).add(*direct(engine, c, n, max_tokens))
+            for name, path in paths.items():
+                before = cpu_snapshot(path.app)
+                rps, lat = asyncio.run(load(path.url, c, n, path.stream, max_tokens))
+                results.setdefault((name, c), Measured()).add(rps, lat, cpu_ms(before, cpu_snapshot(path.app)))
     return results
 
 
-def deploy(batching: bool, layout: str = "split") -> None:
+def deploy(batching: bool, layout: str = "split", name: str = "bench") -> None:
     app = build_app(
         {
             "engine": {} if batching else {"max_batch_size": 1},
@@ -159,7 +216,7 @@ def deploy(batching: bool, layout: str = "split") -> None:
             "layout": layout,
         }
     )
-    serve.run(app, name="bench", route_prefix="/")
+    serve.run(app, name=name, route_prefix="/" if name == "bench" else f"/{name}")
 
 
 def serve_session(env: dict[str, str]):
@@ -188,91 +245,73 @@ def main() -> None:
     ap.add_argument("--requests-per-level", type=int, default=96)
     ap.add_argument("--max-tokens", type=int, nargs="+", default=[16, 128])
     ap.add_argument("--settings-rounds", type=int, default=2, help="alternating sessions per Ray settings")
+    ap.add_argument("--blocks", type=int, default=4, help="alternating blocks per level in the main table")
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args()
     torch.set_num_threads(1)
     levels = [1, 8, 32]
     per_level = args.requests_per_level
 
-    # phifleet's settings: every measurement of the main table.
+    # phifleet's settings: every measurement of the main table. Both apps run side by side (the one not under
+    # load idles) so that batching on and off alternate block by block with the direct engine calls.
     engine = Engine(EngineConfig())
     url = serve_session(SERVE_RAY_ENV)
-    served: dict[tuple[int, bool], dict] = {}
-    for batching in (True, False):
-        deploy(batching)
-        for mt in args.max_tokens:
-            served[(mt, batching)] = measure_app(
-                url, levels, per_level, mt, ("http", "stream") if batching else ("http",), engine if batching else None
-            )
-        serve.delete("bench")
+    deploy(True)
+    deploy(False, name="nobatch")
+    paths = {
+        "http": Route("bench", url),
+        "stream": Route("bench", url, stream=True),
+        "off": Route("nobatch", f"{url}/nobatch"),
+    }
+    served = {mt: measure(paths, levels, per_level, mt, engine, blocks=args.blocks) for mt in args.max_tokens}
     end_session()
-    # Ray Serve's defaults vs phifleet's settings: alternating fresh sessions (this host's speed drifts by tens of
-    # percent over minutes, so one session each would measure the drift), averaged over the rounds.
+    # Ray Serve's defaults vs phifleet's settings: alternating fresh sessions (settings are read at process start),
+    # averaged over the rounds.
     variants = {"defaults": ({}, "split"), "phifleet": (SERVE_RAY_ENV, "split"), "single": (SERVE_RAY_ENV, "single")}
     settings: dict[str, list[dict]] = {which: [] for which in variants}
     for _ in range(args.settings_rounds):
         for which, (env, layout) in variants.items():
             url = serve_session(env)
             deploy(True, layout)
-            settings[which].append(measure_app(url, [1, 32], per_level, args.max_tokens[0], ("http", "stream")))
+            chat = {"http": Route("bench", url), "stream": Route("bench", url, stream=True)}
+            settings[which].append(measure(chat, [1, 32], per_level, args.max_tokens[0]))
             end_session()
 
     sections = []
     for mt in args.max_tokens:
         rows = []
         for c in levels:
-            d_rps, d_lat, _ = served[(mt, True)][("direct", c)]
-            d_p50 = percentile(d_lat, 0.5)
-            nb_rps, nb_lat, _ = served[(mt, False)][("http", c)]
+            d, off = served[mt][("direct", c)], served[mt][("off", c)]
             for mode, label in (("http", "chat"), ("stream", "chat, stream")):
-                rps, lat, _ = served[(mt, True)][(mode, c)]
-                p50 = percentile(lat, 0.5)
+                m = served[mt][(mode, c)]
                 rows.append(
                     [
                         str(c),
                         label,
-                        f"{rps:.1f}",
-                        f"{p50 * 1e3:.0f}",
-                        f"{percentile(lat, 0.99) * 1e3:.0f}",
-                        f"{rps / d_rps:.2f}x",
-                        f"{(p50 - d_p50) * 1e3:+.0f}",
-                        f"{rps / nb_rps:.2f}x" if mode == "http" else "",
+                        f"{m.rps:.1f}",
+                        f"{m.p(0.5) * 1e3:.0f}",
+                        f"{m.p(0.99) * 1e3:.0f}",
+                        f"{m.rps / d.rps:.2f}x",
+                        f"{m.p50_over(d) * 1e3:+.0f}",
+                        f"{m.rps / off.rps:.2f}x" if mode == "http" else "",
                     ]
                 )
-            rows.append(
-                [
-                    str(c),
-                    "direct engine",
-                    f"{d_rps:.1f}",
-                    f"{d_p50 * 1e3:.0f}",
-                    f"{percentile(d_lat, 0.99) * 1e3:.0f}",
-                    "1.00x",
-                    "",
-                    "",
-                ]
-            )
-            rows.append(
-                [
-                    str(c),
-                    "chat, batching off",
-                    f"{nb_rps:.1f}",
-                    f"{percentile(nb_lat, 0.5) * 1e3:.0f}",
-                    f"{percentile(nb_lat, 0.99) * 1e3:.0f}",
-                    f"{nb_rps / d_rps:.2f}x",
-                    "",
-                    "1.00x",
-                ]
-            )
+            for m, label, vs_direct, gain in (
+                (d, "direct engine", 1.0, ""),
+                (off, "chat, batching off", off.rps / d.rps, "1.00x"),
+            ):
+                p50, p99 = f"{m.p(0.5) * 1e3:.0f}", f"{m.p(0.99) * 1e3:.0f}"
+                rows.append([str(c), label, f"{m.rps:.1f}", p50, p99, f"{vs_direct:.2f}x", "", gain])
         header = ["concurrency", "path", "req/s", "p50 ms", "p99 ms", "vs direct", "p50 over direct (ms)"]
         sections.append(f"### {mt} tokens per completion\n\n" + md_table([*header, "batching gain"], rows))
 
     mt0 = args.max_tokens[0]
 
     def mean_rps(which: str, key: tuple[str, int]) -> float:
-        return statistics.mean(run[key][0] for run in settings[which])
+        return statistics.mean(run[key].rps for run in settings[which])
 
     def mean_p50(which: str, key: tuple[str, int]) -> float:
-        return statistics.mean(percentile(run[key][1], 0.5) for run in settings[which])
+        return statistics.mean(run[key].p(0.5) for run in settings[which])
 
     settings_rows = []
     for c in (1, 32):
@@ -297,14 +336,14 @@ def main() -> None:
     groups = ["Serve proxy", "ingress", "replica", "client (this process)", ray_system]
     cpu_rows = []
     for c in levels:
-        for batching in (True, False):
-            cpu = served[(mt0, batching)][("http", c)][2]
+        for batching, mode in (("on", "http"), ("off", "off")):
+            cpu = served[mt0][(mode, c)].cpu_per_request()
             cpu_rows.append(
                 [
                     str(c),
-                    "on" if batching else "off",
+                    batching,
                     *(f"{cpu.get(g, 0.0):.1f}" for g in groups),
-                    f"{sum(cpu.values()):.1f}",
+                    f"{sum(cpu.get(g, 0.0) for g in groups):.1f}",
                 ]
             )
     cpu_table = md_table(["concurrency", "batching", *groups, "total"], cpu_rows)
@@ -316,8 +355,12 @@ def main() -> None:
 Machine: {machine}. Produced by `bench/serve_cpu.py`: chat completions of exactly N greedy tokens
 (`ignore_eos`) over HTTP on loopback (one aiohttp client, the Serve proxy, the ingress and one replica share
 the machine), against the same requests sent straight into the engine as one batch per concurrency level
-(in this process, right before that level's HTTP runs, the app idle meanwhile), and against the app with batching off (engine max_batch_size 1). Latency is to the last byte. phifleet's
-Ray settings (`{env}`, what `phifleet serve` and the Helm chart set) unless stated.
+(in this process), and against a second app with batching off (engine max_batch_size 1) deployed beside it.
+Each level runs {args.blocks} rounds of blocks, one block per path in turn (direct, chat, chat stream,
+batching off), seconds apart: this host's speed drifts by tens of percent within minutes. req/s and percentiles
+pool the blocks; "p50 over direct" is the median over rounds of (the block's p50 - the direct block's p50).
+Latency is to the last byte. phifleet's Ray settings (`{env}`, what `phifleet serve` and the Helm chart set)
+unless stated.
 
 {chr(10).join(s + chr(10) for s in sections)}
 ### Ray settings and layout ({mt0} tokens; mean of {args.settings_rounds} alternating sessions each)

@@ -60,7 +60,12 @@ class ServeConfig(BaseModel):
         default=256, ge=-1, description="Requests waiting for a replica; beyond it clients get 429. -1: unbounded."
     )
     batch_wait_timeout_s: float = Field(
-        default=0.01, ge=0, description="How long a replica waits to gather concurrent requests into one batch."
+        default=0.01,
+        ge=0,
+        description=(
+            "While requests overlap, how long a free engine waits for more to fill its next batch; a lone "
+            "request never waits."
+        ),
     )
     ready_timeout_s: float = Field(
         default=2.0,

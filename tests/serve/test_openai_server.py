@@ -9,7 +9,7 @@ import urllib.request
 import openai
 import pytest
 
-from tests.serve.conftest import running_app
+from tests.serve.conftest import replica_stats, running_app
 
 KEY = "sk-test-123"
 SYSTEM = "Classify the text as one of: positive, negative, neutral. Answer with the label only."
@@ -157,19 +157,6 @@ def test_api_keys_compare_whole_keys():
     assert not authorized("Bearer ab", ("a", "b")) and not authorized("a", ("a",)) and not authorized(None, ("a",))
 
 
-HANDLE_LOOP = asyncio.new_event_loop()  # Serve's throughput mode routes a handle's calls on the caller's loop
-
-
-def replica_stats() -> dict[str, int]:
-    """Asks the replica over a Serve handle, always from the same event loop (the handle is bound to it)."""
-    from ray import serve
-
-    async def ask() -> dict[str, int]:
-        return await serve.get_deployment_handle("Phi4Replica", app_name="phifleet").stats.remote()
-
-    return HANDLE_LOOP.run_until_complete(asyncio.wait_for(ask(), timeout=30))
-
-
 def test_a_client_that_disconnects_mid_stream_stops_its_generation(client):
     """'x' makes the tiny model repeat a word until max_tokens (~5 s for 2,000 tokens): closing early must stop it."""
     before = replica_stats()["cancelled_streams"]
@@ -238,6 +225,28 @@ def test_sustained_concurrent_requests_run_in_large_batches(base_url):
     batches = after["generate_batches"] - before["generate_batches"]
     batched = after["generate_requests_batched"] - before["generate_requests_batched"]
     assert batched == 96 and batched / batches >= 8, (batched, batches)
+
+
+def test_a_bad_request_in_a_batch_fails_alone(base_url):
+    """A prompt over the context window sent together with good ones: it gets its 400, the others their answers."""
+
+    async def run() -> list[int]:
+        aclient = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=KEY, max_retries=0, timeout=60)
+
+        async def one(prompt: str) -> int:
+            try:
+                await aclient.completions.create(model="phi4-tiny", prompt=prompt, max_tokens=24)
+                return 200
+            except openai.BadRequestError as exc:
+                return exc.status_code
+
+        return await asyncio.gather(*(one("word " * 3000 if i == 3 else f"Review {i}:") for i in range(8)))
+
+    before = replica_stats()
+    assert asyncio.run(run()) == [200, 200, 200, 400, 200, 200, 200, 200]
+    after = replica_stats()
+    batches = after["generate_batches"] - before["generate_batches"]
+    assert after["generate_requests_batched"] - before["generate_requests_batched"] == 8 and batches < 8, batches
 
 
 def scrape(metrics_url: str, names: list[str]) -> dict[str, list[str]]:

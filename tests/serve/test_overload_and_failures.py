@@ -51,7 +51,7 @@ def test_a_replica_killed_mid_request_fails_it_with_500_and_is_replaced(small_se
 
     client = openai.OpenAI(base_url=f"{small_server}/v1", api_key="x", max_retries=0, timeout=60)
     assert client.completions.create(model="phi4-tiny", prompt="Hello", max_tokens=2).usage.completion_tokens == 2
-    actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if "Phi4Replica" in a["name"]]
+    actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if "small#Phi4Replica" in a["name"]]
     assert actors, "no replica actor found"
     failures: list[BaseException] = []
 
@@ -63,7 +63,9 @@ def test_a_replica_killed_mid_request_fails_it_with_500_and_is_replaced(small_se
 
     caller = threading.Thread(target=long_request)
     caller.start()
-    time.sleep(1.5)
+    # Until the request is in the engine (~5 s of generation follow). Not polled over a handle: with
+    # max_ongoing_requests 1 that call would queue behind the request itself.
+    time.sleep(2.0)
     ray.kill(ray.get_actor(actors[0]["name"], namespace=actors[0]["namespace"]), no_restart=True)
     caller.join(60)
     assert not caller.is_alive(), "the in-flight request hung after its replica died"
