@@ -1,9 +1,10 @@
 """Dynamic batching in front of one engine: the requests that wait while the engine is busy form its next batch.
 
-Why not Ray Serve's `@serve.batch`: its loop cuts batches on a timer, independent of the handler. While one
-batch runs, the requests arriving meanwhile are cut into many small batches (one per `batch_wait_timeout_s`)
-that then queue, one by one, for the engine. Under load the engine so runs batches of one or two: measured on
-2 cores at concurrency 32, a mean batch of 1.4 with 31 requests waiting in the replica (bench/serve_cpu.py).
+Why not Ray Serve's `@serve.batch`: its loop cuts batches on a timer, independent of the handler (since batches
+may run concurrently, ray-project/ray#53096, a formed batch waits on a semaphore for its turn). While one batch
+runs, the requests arriving meanwhile are cut into many small batches (one per `batch_wait_timeout_s`) that
+queue, one by one, for the engine. Under load the engine so ran batches of one or two: on 2 cores at
+concurrency 32, a mean batch of 1.4 with ~30 requests waiting in the replica (Ray 2.60, bench/serve_cpu.py).
 Here a batch is formed only when the engine is free, from everything waiting by then.
 
 The gathering wait (`wait_s`, up to a full batch) is paid only while requests overlap: a replica whose recent

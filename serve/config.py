@@ -12,8 +12,9 @@ from engine.config import EngineConfig
 
 #: Environment of every Ray process phifleet serves from: `phifleet serve` sets it before starting Ray and the
 #: Helm chart puts it on the head and worker containers. Ray Serve's throughput mode runs user code on the
-#: replica's own event loop, routes on the caller's loop and talks gRPC between deployments (+55% req/s at
-#: concurrency 32 on 2 cores: bench/serve_cpu.py). Its experimental direct ingress stays off: it serves HTTP from
+#: replica's own event loop, routes on the caller's loop and talks gRPC between deployments (fewer thread hops per
+#: request; on 2 cores, bench/serve_cpu.py measures 0.84-1.03x at concurrency 32 since the replica's batcher, 1.13x
+#: before it). Its experimental direct ingress stays off: it serves HTTP from
 #: ingress replicas on ports 30000-31000 (not the Service's 8000) and holds every app deletion for a 30 s drain.
 SERVE_RAY_ENV: dict[str, str] = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
 
