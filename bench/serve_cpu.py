@@ -165,10 +165,6 @@ class Measured:
         return statistics.median(a - b for a, b in zip(self.block_p50s, baseline.block_p50s, strict=True))
 
 
-def requests_for(c: int, per_level: int) -> int:
-    return max(c * 3, per_level)
-
-
 @dataclass
 class Route:
     """One way in: an app's URL, and whether to stream."""
@@ -193,7 +189,7 @@ def measure(
     for path in paths.values():
         asyncio.run(load(path.url, 4, 8, False, max_tokens))  # warm-up
     for c in levels:
-        n = max(2 * c, requests_for(c, per_level) // blocks)
+        n = max(2 * c, per_level // blocks)  # per block; at least two waves of the concurrency
         if engine is not None:
             direct(engine, c, c, max_tokens)  # warm-up
         for _ in range(blocks):

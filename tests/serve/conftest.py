@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,16 +29,3 @@ def running_app(name: str, config: dict[str, Any]) -> Iterator[str]:
     finally:
         serve.delete(name)
         serve.shutdown()
-
-
-HANDLE_LOOP = asyncio.new_event_loop()  # Serve's throughput mode routes a handle's calls on the caller's loop
-
-
-def replica_stats(app_name: str = "phifleet") -> dict[str, int]:
-    """The app's replica's `stats()` over a Serve handle, always from the same event loop (handles bind to it)."""
-    from ray import serve
-
-    async def ask() -> dict[str, int]:
-        return await serve.get_deployment_handle("Phi4Replica", app_name=app_name).stats.remote()
-
-    return HANDLE_LOOP.run_until_complete(asyncio.wait_for(ask(), timeout=30))

@@ -9,7 +9,7 @@ import urllib.request
 import openai
 import pytest
 
-from tests.serve.conftest import replica_stats, running_app
+from tests.serve.conftest import running_app
 
 KEY = "sk-test-123"
 SYSTEM = "Classify the text as one of: positive, negative, neutral. Answer with the label only."
@@ -155,6 +155,19 @@ def test_api_keys_compare_whole_keys():
     assert authorized(None, ())  # no keys configured: open
     assert authorized("Bearer a", ("a", "b")) and authorized("Bearer b", ("a", "b"))
     assert not authorized("Bearer ab", ("a", "b")) and not authorized("a", ("a",)) and not authorized(None, ("a",))
+
+
+HANDLE_LOOP = asyncio.new_event_loop()  # Serve's throughput mode routes a handle's calls on the caller's loop
+
+
+def replica_stats() -> dict[str, int]:
+    """Asks the replica over a Serve handle, always from the same event loop (the handle is bound to it)."""
+    from ray import serve
+
+    async def ask() -> dict[str, int]:
+        return await serve.get_deployment_handle("Phi4Replica", app_name="phifleet").stats.remote()
+
+    return HANDLE_LOOP.run_until_complete(asyncio.wait_for(ask(), timeout=30))
 
 
 def test_a_client_that_disconnects_mid_stream_stops_its_generation(client):
