@@ -30,7 +30,7 @@ tools: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check engine cluster jobs serve bench tests examples scripts
+	$(VENV)/bin/ruff format --check engine cluster jobs serve bench tests examples scripts phifleet helm
 
 test: lint tools
 	$(PY) -m pytest -q

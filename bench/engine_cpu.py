@@ -18,11 +18,10 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch
-
-from engine import Engine, EngineConfig, GenerationRequest, SamplingParams
-from engine.chat_template import render_chat
-from engine.prompts import classification_prompt
-from engine.tiny.corpus import LABELS, reviews
+from phifleet.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
+from phifleet.engine.chat_template import render_chat
+from phifleet.engine.prompts import classification_prompt
+from phifleet.engine.tiny.corpus import LABELS, reviews
 
 RESULTS = Path(__file__).parent / "results" / "engine_cpu.md"
 

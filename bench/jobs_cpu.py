@@ -21,11 +21,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import ray
 import torch
-
-from engine import Engine, EngineConfig
-from engine.prompts import classification_prompt
-from jobs.config import InputConfig, JobConfig, LabelTask, OutputConfig, PoolConfig
-from jobs.pipeline import run_job
+from phifleet.engine import Engine, EngineConfig
+from phifleet.engine.prompts import classification_prompt
+from phifleet.jobs.config import InputConfig, JobConfig, LabelTask, OutputConfig, PoolConfig
+from phifleet.jobs.pipeline import run_job
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "jobs_cpu.md"

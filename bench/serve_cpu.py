@@ -29,12 +29,11 @@ import aiohttp
 import psutil
 import ray
 import torch
+from phifleet.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
+from phifleet.engine.chat_template import render_chat
+from phifleet.serve.app import build_app
+from phifleet.serve.config import SERVE_RAY_ENV
 from ray import serve
-
-from engine import Engine, EngineConfig, GenerationRequest, SamplingParams
-from engine.chat_template import render_chat
-from serve.app import build_app
-from serve.config import SERVE_RAY_ENV
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve_cpu.md"
 PRODUCTS = ["blender", "kettle", "lamp", "tent", "laptop", "chair", "phone", "desk"]

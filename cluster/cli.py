@@ -24,7 +24,7 @@ built offline on first use in about a minute.
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:
-    from engine.config import EngineConfig
+    from phifleet.engine.config import EngineConfig
 
     fields = EngineConfig.model_fields
     g = p.add_argument_group("engine")
@@ -44,7 +44,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
 
 
 def _engine_config(args: argparse.Namespace):  # -> EngineConfig
-    from engine.config import EngineConfig
+    from phifleet.engine.config import EngineConfig
 
     return EngineConfig(
         model=args.model,
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _job_args(batch)
 
-    from cluster import cluster_cli
+    from phifleet.cluster import cluster_cli
 
     cluster_cli.add_parser(sub)
     return parser
@@ -173,7 +173,7 @@ def _job_args(p: argparse.ArgumentParser) -> None:
 
 
 def job_config(args: argparse.Namespace):  # -> jobs.config.JobConfig
-    from jobs.config import JobConfig
+    from phifleet.jobs.config import JobConfig
 
     if args.command == "label":
         task = {"kind": "label", "labels": args.labels.split(","), "instruction": args.instruction}
@@ -224,7 +224,7 @@ def cmd_job(args: argparse.Namespace) -> int:
         data["task"]["kind"] = config.task.kind  # the discriminator, default or not
         print(yaml.safe_dump(data, sort_keys=False), end="")
         return 0
-    from jobs.pipeline import run_job, summary_text
+    from phifleet.jobs.pipeline import run_job, summary_text
 
     manifest = run_job(config)
     print(summary_text(manifest))
@@ -235,11 +235,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import time
 
     import yaml
+    from phifleet.jobs.pipeline import init_ray
+    from phifleet.serve.app import build_app, served_name
+    from phifleet.serve.config import SERVE_RAY_ENV, ServeConfig
     from ray import serve
-
-    from jobs.pipeline import init_ray
-    from serve.app import build_app, served_name
-    from serve.config import SERVE_RAY_ENV, ServeConfig
 
     data = yaml.safe_load(args.config.read_text()) if args.config else {}
     if args.model:
@@ -272,7 +271,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_build_tiny(args: argparse.Namespace) -> int:
-    from engine.tiny.build import build_tiny_model, default_tiny_dir
+    from phifleet.engine.tiny.build import build_tiny_model, default_tiny_dir
 
     path = args.output or default_tiny_dir()
     print(f"building phi4-tiny into {path} ...", flush=True)
@@ -282,15 +281,15 @@ def cmd_build_tiny(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from engine.model_info import model_info
+    from phifleet.engine.model_info import model_info
 
     print(json.dumps(model_info(args.path), indent=2))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from engine import Engine
-    from engine.prompts import classification_prompt
+    from phifleet.engine import Engine
+    from phifleet.engine.prompts import classification_prompt
 
     rows = [json.loads(line) for line in args.input.read_text().splitlines() if line.strip()]
     for i, row in enumerate(rows, 1):
@@ -312,7 +311,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_generate_one(args: argparse.Namespace) -> int:
-    from engine import Engine, GenerationRequest, SamplingParams
+    from phifleet.engine import Engine, GenerationRequest, SamplingParams
 
     engine = Engine(_engine_config(args))
     messages = [{"role": "system", "content": args.system}] if args.system else []
@@ -360,7 +359,7 @@ COMMANDS = {
 
 def _handler(args: argparse.Namespace):
     if args.command == "cluster":
-        from cluster import cluster_cli
+        from phifleet.cluster import cluster_cli
 
         return cluster_cli.COMMANDS[args.cluster_command]
     return COMMANDS[(args.command, getattr(args, "model_command", None))]
@@ -370,8 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    from engine.errors import EngineError
-    from jobs.errors import JobInputError
+    from phifleet.engine.errors import EngineError
+    from phifleet.jobs.errors import JobInputError
 
     handler = _handler(args)
     try:

@@ -65,9 +65,9 @@ def _load(path: Path) -> dict:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from cluster.chart_values import chart_values
-    from jobs.config import JobConfig
-    from serve.config import ServeConfig
+    from phifleet.cluster.chart_values import chart_values
+    from phifleet.jobs.config import JobConfig
+    from phifleet.serve.config import ServeConfig
 
     if args.serve_config is None and args.job_config is None:
         print("phifleet: error: give --serve-config and/or --job-config", file=sys.stderr)
@@ -83,9 +83,9 @@ def default_job_name(kind: str) -> str:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from cluster import kube
-    from cluster.helm import DEFAULT_CHART, HelmError
-    from jobs.config import JobConfig
+    from phifleet.cluster import kube
+    from phifleet.cluster.helm import DEFAULT_CHART, HelmError
+    from phifleet.jobs.config import JobConfig
 
     job = JobConfig.model_validate(_load(args.config))
     name = args.name or default_job_name(job.task.kind)
@@ -123,8 +123,7 @@ def _job_summary(job) -> str:
     import json
 
     import fsspec
-
-    from jobs.pipeline import summary_text
+    from phifleet.jobs.pipeline import summary_text
 
     path = job.output.path.rstrip("/") + "/manifest.json"
     try:
@@ -135,7 +134,7 @@ def _job_summary(job) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from cluster import kube
+    from phifleet.cluster import kube
 
     try:
         api = kube.api_client(args.kubeconfig, args.context)

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from phifleet.helm import CHART_DIR as DEFAULT_CHART
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CHART = ROOT / "helm" / "phifleet"
+# A checkout's pinned helm (scripts/install_helm.py); absent in an installed wheel, where PATH or PHIFLEET_HELM serve.
+CHECKOUT_HELM = Path(__file__).resolve().parents[1] / ".tools" / "bin" / "helm"
 
 
 class HelmError(RuntimeError):
@@ -25,7 +26,7 @@ class HelmError(RuntimeError):
 
 def helm_binary() -> str:
     """helm on PATH, else the pinned one scripts/install_helm.py puts in .tools/bin."""
-    for candidate in (os.environ.get("PHIFLEET_HELM"), shutil.which("helm"), ROOT / ".tools" / "bin" / "helm"):
+    for candidate in (os.environ.get("PHIFLEET_HELM"), shutil.which("helm"), CHECKOUT_HELM):
         if candidate and Path(candidate).exists():
             return str(candidate)
     raise HelmError("helm not found: put helm 3 on PATH or run scripts/install_helm.py")

@@ -15,10 +15,9 @@ from typing import Any
 from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
-
-from cluster.chart_values import chart_values
-from cluster.helm import DEFAULT_CHART, template
-from jobs.config import JobConfig
+from phifleet.cluster.chart_values import chart_values
+from phifleet.cluster.helm import DEFAULT_CHART, template
+from phifleet.jobs.config import JobConfig
 
 GROUP, VERSION = "ray.io", "v1"
 JOB_TERMINAL = {"Complete", "Failed", "ValidationFailed"}

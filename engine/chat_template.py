@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from engine.errors import InvalidRequestError
+from phifleet.engine.errors import InvalidRequestError
 
 IM_START = "<|im_start|>"
 IM_SEP = "<|im_sep|>"

@@ -7,9 +7,8 @@ import logging
 import os
 
 import torch
-
-from engine.config import EngineConfig
-from engine.errors import UnsupportedConfigError
+from phifleet.engine.config import EngineConfig
+from phifleet.engine.errors import UnsupportedConfigError
 
 log = logging.getLogger(__name__)
 

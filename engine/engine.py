@@ -6,26 +6,25 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedTokenizerBase
-
-from engine import deepspeed_prep
-from engine.chat_template import ENDOFTEXT, IM_END, render_chat
-from engine.config import EngineConfig
-from engine.continuous_batching import ContinuousBatcher
-from engine.errors import ContextLengthExceededError, EngineError, InvalidRequestError
-from engine.loading import (
+from phifleet.engine import deepspeed_prep
+from phifleet.engine.chat_template import ENDOFTEXT, IM_END, render_chat
+from phifleet.engine.config import EngineConfig
+from phifleet.engine.continuous_batching import ContinuousBatcher
+from phifleet.engine.errors import ContextLengthExceededError, EngineError, InvalidRequestError
+from phifleet.engine.loading import (
     check_dtype,
     configure_tokenizer,
     context_window,
-    default_model_name,
     load_model,
     load_tokenizer,
     resolve_model_dir,
+    served_model_name,
 )
-from engine.scoring import label_logprobs
-from engine.sequence import Sequence as Seq
-from engine.static_batching import decode_steps, length_buckets
-from engine.types import GenerationRequest, GenerationResult, LabelScores, StreamDelta
+from phifleet.engine.scoring import label_logprobs
+from phifleet.engine.sequence import Sequence as Seq
+from phifleet.engine.static_batching import decode_steps, length_buckets
+from phifleet.engine.types import GenerationRequest, GenerationResult, LabelScores, StreamDelta
+from transformers import PreTrainedTokenizerBase
 
 
 class Engine:
@@ -56,12 +55,8 @@ class Engine:
         self.model = deepspeed_prep.prepare(model, config)
         self.hf_model = deepspeed_prep.unwrap(self.model)
         self.device = torch.device(config.resolved_device())
-        default_name = (
-            default_model_name(config.model, model_dir)
-            if model_dir
-            else getattr(self.hf_model.config, "name_or_path", "") or "model"
-        )
-        self.model_name = config.served_model_name or default_name
+        in_memory_name = getattr(self.hf_model.config, "name_or_path", "") or "model"
+        self.model_name = served_model_name(config) if model_dir else config.served_model_name or in_memory_name
         self.max_model_len = context_window(self.hf_model.config, config)
         self.pad_id = int(tokenizer.pad_token_id)
         self.eos_ids = frozenset(

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from phifleet.engine.chat_template import IM_END, PAD, PHI4_CHAT_TEMPLATE
+from phifleet.engine.config import TINY_MODEL_NAME, EngineConfig
+from phifleet.engine.errors import ModelNotFoundError, UnsupportedConfigError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
-
-from engine.chat_template import IM_END, PAD, PHI4_CHAT_TEMPLATE
-from engine.config import TINY_MODEL_NAME, EngineConfig
-from engine.errors import ModelNotFoundError, UnsupportedConfigError
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def resolve_model_dir(model: str) -> Path:
     """A local directory, the embedded tiny model, or a Hugging Face id found in the local cache only."""
     if model == TINY_MODEL_NAME:
-        from engine.tiny.build import ensure_tiny_model
+        from phifleet.engine.tiny.build import ensure_tiny_model
 
         return ensure_tiny_model()
     path = Path(model).expanduser()
@@ -27,7 +27,7 @@ def resolve_model_dir(model: str) -> Path:
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"model directory {path} has no config.json", param="model")
         return path
-    if model.count("/") == 1 and not model.startswith((".", "/", "~")):
+    if _is_hub_id(model):
         from huggingface_hub import snapshot_download
 
         try:
@@ -41,9 +41,42 @@ def resolve_model_dir(model: str) -> Path:
     raise ModelNotFoundError(f"model directory {model!r} does not exist", param="model")
 
 
-def default_model_name(model: str, model_dir: Path) -> str:
-    """The id a model is reported under: 'phi4-tiny' for the embedded model, else its directory's name."""
-    return TINY_MODEL_NAME if model == TINY_MODEL_NAME else model_dir.name
+def _is_hub_id(model: str) -> bool:
+    return model.count("/") == 1 and not model.startswith((".", "/", "~"))
+
+
+def served_model_name(config: EngineConfig) -> str:
+    """The id clients and result rows see: configured, else 'phi4-tiny', a hub id as given, or a directory's name.
+
+    Worked out from the config's text alone, so a serve ingress without the weights and a job driver that
+    resolved them to a cache snapshot agree on it.
+    """
+    if config.served_model_name:
+        return config.served_model_name
+    model = config.model
+    if model == TINY_MODEL_NAME or _is_hub_id(model):
+        return model
+    return Path(model).expanduser().name or model
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Everything engine, jobs and serve need about a model source before (or without) loading its weights."""
+
+    path: Path
+    served_name: str
+    context_window: int
+
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return load_tokenizer(self.path)
+
+
+def resolve_model(config: EngineConfig) -> ResolvedModel:
+    """The one model resolution: local directory, served name and context window (reads config.json only)."""
+    from transformers import AutoConfig
+
+    path = resolve_model_dir(config.model)
+    return ResolvedModel(path, served_model_name(config), context_window(AutoConfig.from_pretrained(path), config))
 
 
 def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:

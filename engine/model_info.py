@@ -6,9 +6,9 @@ import json
 import math
 from pathlib import Path
 
-from engine.chat_template import SPECIAL_TOKENS
-from engine.loading import resolve_model_dir
-from engine.tiny.build import METADATA_FILE
+from phifleet.engine.chat_template import SPECIAL_TOKENS
+from phifleet.engine.loading import resolve_model_dir
+from phifleet.engine.tiny.build import METADATA_FILE
 
 
 def _parameter_count(model_dir: Path) -> int | None:

@@ -10,11 +10,10 @@ import time
 import uuid
 from typing import Any, Literal
 
+from phifleet.engine.chat_template import render_chat
+from phifleet.engine.errors import InvalidRequestError
+from phifleet.engine.types import GenerationRequest, GenerationResult, SamplingParams
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from engine.chat_template import render_chat
-from engine.errors import InvalidRequestError
-from engine.types import GenerationRequest, GenerationResult, SamplingParams
 
 CHAT_COMPLETIONS = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"

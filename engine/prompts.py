@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.chat_template import render_chat
+from phifleet.engine.chat_template import render_chat
 
 DEFAULT_CLASSIFY_INSTRUCTION = "Classify the text as one of: {labels}. Answer with the label only."
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import torch
-
-from engine.sequence import Sequence
+from phifleet.engine.sequence import Sequence
 
 
 def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-
-from engine.forward import pad, prefill
+from phifleet.engine.forward import pad, prefill
 
 
 @torch.inference_mode()

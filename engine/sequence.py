@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence as Seq
 
 import torch
-
-from engine.detokenizer import Decoder, IncrementalDetokenizer
-from engine.types import FinishReason, GenerationResult, SamplingParams, StreamDelta
+from phifleet.engine.detokenizer import Decoder, IncrementalDetokenizer
+from phifleet.engine.types import FinishReason, GenerationResult, SamplingParams, StreamDelta
 
 
 class Sequence:

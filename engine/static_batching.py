@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
-
-from engine.forward import prefill
-from engine.sampling import choose_next_tokens
-from engine.sequence import Sequence
+from phifleet.engine.forward import prefill
+from phifleet.engine.sampling import choose_next_tokens
+from phifleet.engine.sequence import Sequence
 
 
 def length_buckets(seqs: list[Sequence], max_batch_size: int, max_batch_tokens: int) -> Iterator[list[Sequence]]:

@@ -7,7 +7,7 @@ hand-written rows are free-form. Every row has an id, the text, and the expected
 import json
 from pathlib import Path
 
-from engine.tiny.corpus import reviews
+from phifleet.engine.tiny.corpus import reviews
 
 HANDWRITTEN = [
     ("I love this phone, the battery lasts two days and the screen is gorgeous.", "positive"),

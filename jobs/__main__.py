@@ -1,4 +1,4 @@
-"""`python -m jobs --config job.yaml`: the RayJob entrypoint (the Helm chart mounts the config file)."""
+"""`python -m phifleet.jobs --config job.yaml`: the RayJob entrypoint (the Helm chart mounts the config file)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from pydantic import ValidationError
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    parser = argparse.ArgumentParser(prog="python -m jobs", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m phifleet.jobs", description=__doc__)
     parser.add_argument("--config", required=True, help="job config, YAML or JSON (jobs.config.JobConfig)")
     parser.add_argument("--address", default=None, help="Ray address (overrides the config; default RAY_ADDRESS)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from engine.errors import EngineError
-    from jobs.config import JobConfig
-    from jobs.errors import JobInputError
-    from jobs.pipeline import run_job, summary_text
+    from phifleet.engine.errors import EngineError
+    from phifleet.jobs.config import JobConfig
+    from phifleet.jobs.errors import JobInputError
+    from phifleet.jobs.pipeline import run_job, summary_text
 
     try:
         config = JobConfig.from_file(args.config)

@@ -1,4 +1,4 @@
-"""The job configuration: one pydantic model behind `phifleet label|generate|batch`, `python -m jobs`
+"""The job configuration: one pydantic model behind `phifleet label|generate|batch`, `python -m phifleet.jobs`
 and the Helm chart's RayJob values.
 """
 
@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
+from phifleet.engine.config import EngineConfig
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from engine.config import EngineConfig
 
 InputFormat = Literal["auto", "jsonl", "parquet", "csv"]
 

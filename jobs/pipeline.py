@@ -15,13 +15,11 @@ from typing import Any
 
 import fsspec
 import ray
-from transformers import AutoConfig
-
-from engine.loading import context_window, default_model_name, resolve_model_dir
-from jobs.config import BatchTask, JobConfig, LabelTask
-from jobs.sinks import ERRORS_DIR, RESULTS_DIR, load_committed, merge_jsonl
-from jobs.sources import bytes_per_row, expand_paths, read_files
-from jobs.stages import Replica, StageSpec, extract_keys, prepare, write
+from phifleet.engine.loading import resolve_model
+from phifleet.jobs.config import BatchTask, JobConfig, LabelTask
+from phifleet.jobs.sinks import ERRORS_DIR, RESULTS_DIR, load_committed, merge_jsonl
+from phifleet.jobs.sources import bytes_per_row, expand_paths, read_files
+from phifleet.jobs.stages import Replica, StageSpec, extract_keys, prepare, write
 
 # A prepared row carries its raw text plus the rendered prompt: about three times the stored row.
 BLOCK_BYTES_PER_ROW_FACTOR = 3
@@ -61,9 +59,8 @@ def find_duplicates(raw: ray.data.Dataset, spec: StageSpec) -> tuple[set[tuple[s
 
 def run_job(config: JobConfig) -> dict[str, Any]:
     started = time.time()
-    model_dir = resolve_model_dir(config.engine.model)
-    max_model_len = context_window(AutoConfig.from_pretrained(model_dir), config.engine)
-    model_name = config.engine.served_model_name or default_model_name(config.engine.model, model_dir)
+    model = resolve_model(config.engine)
+    model_dir, max_model_len, model_name = model.path, model.context_window, model.served_name
     urls = expand_paths(config.input.path, config.input.format)
     before = load_committed(config.output.path)
     if os.environ.get("PHIFLEET_TEST_KILL_DRIVER_AFTER_SHARDS"):

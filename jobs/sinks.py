@@ -19,9 +19,8 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from jobs.config import BatchTask, JobConfig, LabelTask
-from jobs.tasks import batch_error_line
+from phifleet.jobs.config import BatchTask, JobConfig, LabelTask
+from phifleet.jobs.tasks import batch_error_line
 
 INDEX_DIR, RESULTS_DIR, ERRORS_DIR = "_index", "results", "errors"
 

@@ -14,8 +14,7 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
-
-from jobs.errors import JobInputError
+from phifleet.jobs.errors import JobInputError
 
 EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
 RAW_SCHEMA = pa.schema(

@@ -16,14 +16,13 @@ from typing import Any
 
 import pyarrow as pa
 import ray
-
-from engine import Engine, EngineConfig
-from engine.errors import EngineError
-from engine.loading import load_tokenizer
-from jobs.config import BatchTask, GenerateTask, JobConfig, LabelTask
-from jobs.sinks import ShardWriter
-from jobs.sources import parse_record
-from jobs.tasks import BatchHandler, GenerateHandler, LabelHandler, Prepared, RowError, row_id
+from phifleet.engine import Engine, EngineConfig
+from phifleet.engine.errors import EngineError
+from phifleet.engine.loading import load_tokenizer
+from phifleet.jobs.config import BatchTask, GenerateTask, JobConfig, LabelTask
+from phifleet.jobs.sinks import ShardWriter
+from phifleet.jobs.sources import parse_record
+from phifleet.jobs.tasks import BatchHandler, GenerateHandler, LabelHandler, Prepared, RowError, row_id
 
 _S, _I = pa.string(), pa.int64()
 KEYS_SCHEMA = pa.schema([("id", _S), ("source", _S), ("line", _I)])
@@ -258,7 +257,7 @@ def _maybe_kill_driver_for_test(spec: StageSpec) -> None:
     after = int(os.environ.get("PHIFLEET_TEST_KILL_DRIVER_AFTER_SHARDS", "0"))
     pid = os.environ.get("PHIFLEET_TEST_DRIVER_PID")
     if after and pid:
-        from jobs.sinks import committed_count
+        from phifleet.jobs.sinks import committed_count
 
         if committed_count(spec.config.output.path) >= after:
             os.kill(int(pid), signal.SIGKILL)

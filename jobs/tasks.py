@@ -10,12 +10,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from engine import Engine, GenerationRequest, SamplingParams
-from engine.chat_template import render_chat
-from engine.errors import EngineError
-from engine.openai_api import error_body, generation_requests, parse_request, response_body
-from engine.prompts import classification_prompt
-from jobs.config import GenerateTask, LabelTask
+from phifleet.engine import Engine, GenerationRequest, SamplingParams
+from phifleet.engine.chat_template import render_chat
+from phifleet.engine.errors import EngineError
+from phifleet.engine.openai_api import error_body, generation_requests, parse_request, response_body
+from phifleet.engine.prompts import classification_prompt
+from phifleet.jobs.config import GenerateTask, LabelTask
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,19 @@
-"""`serve.app:build_app` — the import path a KubeRay RayService's serveConfigV2 (and `phifleet serve`) runs."""
+"""`phifleet.serve.app:build_app` — the import path a KubeRay RayService's serveConfigV2 (and `phifleet serve`) runs."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from phifleet.engine.loading import served_model_name
+from phifleet.serve.config import ServeConfig
+from phifleet.serve.ingress import OpenAIIngress
+from phifleet.serve.replica import Phi4Replica
 from ray.serve import Application
-
-from engine.loading import default_model_name
-from serve.config import ServeConfig
-from serve.ingress import OpenAIIngress
-from serve.replica import Phi4Replica
 
 
 def served_name(config: ServeConfig) -> str:
     """The id clients pass as `model`: configured, or the model's directory name (phi4-tiny for the default)."""
-    return (
-        config.model_name
-        or config.engine.served_model_name
-        or default_model_name(config.engine.model, Path(config.engine.model))
-    )
+    return config.model_name or served_model_name(config.engine)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

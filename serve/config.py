@@ -1,4 +1,4 @@
-"""The serving configuration: one pydantic model behind `phifleet serve`, `serve.app:build_app` args
+"""The serving configuration: one pydantic model behind `phifleet serve`, `phifleet.serve.app:build_app` args
 (what a KubeRay RayService's serveConfigV2 passes) and the Helm chart's values.
 """
 
@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from phifleet.engine.config import EngineConfig
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from engine.config import EngineConfig
 
 #: Environment of every Ray process phifleet serves from: `phifleet serve` sets it before starting Ray and the
 #: Helm chart puts it on the head and worker containers. Ray Serve's throughput mode runs user code on the

@@ -11,14 +11,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field, ValidationError
-from ray import serve
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-from ray.serve.handle import DeploymentHandle
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from engine import EngineError
-from engine.openai_api import (
+from phifleet.engine import EngineError
+from phifleet.engine.openai_api import (
     CHAT_COMPLETIONS,
     COMPLETIONS,
     ChatCompletionRequest,
@@ -27,10 +21,15 @@ from engine.openai_api import (
     parse_request,
     response_body,
 )
-from engine.prompts import classification_prompt
-from serve.auth import authorized, load_api_keys
-from serve.config import ServeConfig
-from serve.metrics import IngressMetrics, RequestMetricsMiddleware
+from phifleet.engine.prompts import classification_prompt
+from phifleet.serve.auth import authorized, load_api_keys
+from phifleet.serve.config import ServeConfig
+from phifleet.serve.metrics import IngressMetrics, RequestMetricsMiddleware
+from pydantic import BaseModel, Field, ValidationError
+from ray import serve
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 app = FastAPI(title="phifleet", description="OpenAI-compatible Phi-4 serving on Ray Serve")
@@ -83,8 +82,8 @@ class OpenAIIngress:
     def __init__(self, replica: DeploymentHandle | None, config_json: str, model_name: str) -> None:
         self.config = ServeConfig.model_validate_json(config_json)
         if replica is None:  # layout "single": this replica runs the engine itself
-            from serve.local_replica import LocalReplica
-            from serve.replica import Phi4Replica
+            from phifleet.serve.local_replica import LocalReplica
+            from phifleet.serve.replica import Phi4Replica
 
             replica = LocalReplica(Phi4Replica.func_or_class(config_json))
         self.replica = replica

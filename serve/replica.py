@@ -6,12 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
+from phifleet.engine import Engine, EngineError, GenerationRequest, GenerationResult, LabelScores, StreamDelta
+from phifleet.serve.batching import Batcher
+from phifleet.serve.config import ServeConfig
+from phifleet.serve.metrics import ReplicaMetrics
 from ray import serve
-
-from engine import Engine, EngineError, GenerationRequest, GenerationResult, LabelScores, StreamDelta
-from serve.batching import Batcher
-from serve.config import ServeConfig
-from serve.metrics import ReplicaMetrics
 
 
 class _Call:

@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def tiny_dir():
     """The phi4-tiny model from the phifleet cache, built once if missing (about a minute)."""
-    from engine.tiny.build import ensure_tiny_model
+    from phifleet.engine.tiny.build import ensure_tiny_model
 
     return ensure_tiny_model()
 
@@ -24,7 +24,7 @@ def tiny_dir():
 @pytest.fixture(scope="session")
 def engine(tiny_dir):
     """The default replica: DeepSpeed-prepared, static batching on CPU."""
-    from engine import Engine, EngineConfig
+    from phifleet.engine import Engine, EngineConfig
 
     eng = Engine(EngineConfig(model=str(tiny_dir)))
     yield eng
@@ -33,7 +33,7 @@ def engine(tiny_dir):
 
 @pytest.fixture(scope="session")
 def hf_engine(tiny_dir):
-    from engine import Engine, EngineConfig
+    from phifleet.engine import Engine, EngineConfig
 
     eng = Engine(EngineConfig(model=str(tiny_dir), backend="hf"))
     yield eng
@@ -42,7 +42,7 @@ def hf_engine(tiny_dir):
 
 @pytest.fixture(scope="session")
 def continuous_engine(tiny_dir):
-    from engine import Engine, EngineConfig
+    from phifleet.engine import Engine, EngineConfig
 
     eng = Engine(EngineConfig(model=str(tiny_dir), batching="continuous"))
     yield eng
@@ -58,8 +58,7 @@ def ray_local(tiny_dir):
     import socket
 
     import ray
-
-    from serve.config import SERVE_RAY_ENV
+    from phifleet.serve.config import SERVE_RAY_ENV
 
     for key, value in SERVE_RAY_ENV.items():  # what `phifleet serve` and the chart run with
         os.environ.setdefault(key, value)

@@ -20,12 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from phifleet.engine.chat_template import ENDOFTEXT, IM_END, PAD, PHI4_CHAT_TEMPLATE, SPECIAL_TOKENS, render_chat
+from phifleet.engine.prompts import classification_prompt
+from phifleet.engine.tiny.corpus import LABELS, TRAIN_PRODUCTS, WRITE_PROMPT, Review, reviews
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast
-
-from engine.chat_template import ENDOFTEXT, IM_END, PAD, PHI4_CHAT_TEMPLATE, SPECIAL_TOKENS, render_chat
-from engine.prompts import classification_prompt
-from engine.tiny.corpus import LABELS, TRAIN_PRODUCTS, WRITE_PROMPT, Review, reviews
 
 log = logging.getLogger(__name__)
 

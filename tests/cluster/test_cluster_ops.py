@@ -1,6 +1,6 @@
 """`phifleet cluster render|submit|status` with the real kubernetes client against an in-process fake API server
 (tests/cluster/fake_kube.py: no API server can run here). The fake's "operator" runs a submitted RayJob's
-entrypoint for real (`python -m jobs` on a local Ray with phi4-tiny), from the ConfigMap the CLI created.
+entrypoint for real (`python -m phifleet.jobs` on a local Ray with phi4-tiny), from the ConfigMap the CLI created.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import yaml
+from phifleet.cluster.cli import main
+from phifleet.jobs.config import JobConfig
+from phifleet.serve.config import ServeConfig
 
-from cluster.cli import main
-from jobs.config import JobConfig
-from serve.config import ServeConfig
 from tests.cluster.fake_kube import FakeKube
 from tests.helm.conftest import CHART, render
 
@@ -93,7 +93,7 @@ def test_submit_wait_runs_the_chart_rayjob_to_completion(tmp_path, capsys, tiny_
         assert "300" in out.out  # the job's own summary, read from its manifest
         job = fake.objects[("rayjobs", "batch", "reviews")]
         assert job["spec"]["shutdownAfterJobFinishes"] is True
-        assert operator.entrypoints == [f"python -m jobs --config {MOUNT}"]
+        assert operator.entrypoints == [f"python -m phifleet.jobs --config {MOUNT}"]
         groups = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
         assert [g["groupName"] for g in groups] == ["cpu"]  # a CPU-only job config gets CPU workers
         manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())

@@ -1,9 +1,8 @@
 import pytest
+from phifleet.engine.chat_template import GENERATION_PROMPT, render_chat
+from phifleet.engine.errors import InvalidRequestError
+from phifleet.engine.prompts import classification_prompt
 from transformers import AutoTokenizer
-
-from engine.chat_template import GENERATION_PROMPT, render_chat
-from engine.errors import InvalidRequestError
-from engine.prompts import classification_prompt
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},

@@ -1,6 +1,6 @@
 """Incremental detokenization with the real tiny tokenizer (byte-level BPE, so characters split over tokens)."""
 
-from engine.detokenizer import IncrementalDetokenizer
+from phifleet.engine.detokenizer import IncrementalDetokenizer
 
 
 def feed(engine, text: str, stop=()):

@@ -1,9 +1,7 @@
 """Every bad input raises a clear error type whose message and ``param`` name the problem."""
 
 import pytest
-from pydantic import ValidationError
-
-from engine import (
+from phifleet.engine import (
     ContextLengthExceededError,
     Engine,
     EngineConfig,
@@ -13,6 +11,7 @@ from engine import (
     SamplingParams,
     UnsupportedConfigError,
 )
+from pydantic import ValidationError
 
 
 @pytest.mark.parametrize("prompt", ["", "   "])

@@ -1,9 +1,8 @@
 """Generation on the tiny model: batching modes agree, limits and stop strings hold, seeds reproduce."""
 
 import pytest
-
-from engine import GenerationRequest, SamplingParams
-from engine.chat_template import render_chat
+from phifleet.engine import GenerationRequest, SamplingParams
+from phifleet.engine.chat_template import render_chat
 
 
 def chat(text: str) -> str:
@@ -145,7 +144,7 @@ def test_continuous_batching_is_bounded_and_does_not_block_exit(tiny_dir):
 
     code = f"""
 import resource
-from engine import Engine, EngineConfig, GenerationRequest, SamplingParams
+from phifleet.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 e = Engine(EngineConfig(model={str(tiny_dir)!r}, batching="continuous"))
 r = e.generate([GenerationRequest("Once upon a time", SamplingParams(max_tokens=4, temperature=0))])
 print(r[0].completion_tokens, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -3,10 +3,9 @@
 import pytest
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
-
-from engine.errors import InvalidRequestError
-from engine.openai_api import generation_requests, parse_request, response_body
-from engine.types import GenerationResult
+from phifleet.engine.errors import InvalidRequestError
+from phifleet.engine.openai_api import generation_requests, parse_request, response_body
+from phifleet.engine.types import GenerationResult
 
 
 def test_chat_request_maps_to_engine_requests():

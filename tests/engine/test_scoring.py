@@ -4,11 +4,10 @@ import math
 
 import pytest
 import torch
-
-from engine.errors import InvalidRequestError
-from engine.forward import pad
-from engine.prompts import classification_prompt
-from engine.tiny.corpus import LABELS, reviews
+from phifleet.engine.errors import InvalidRequestError
+from phifleet.engine.forward import pad
+from phifleet.engine.prompts import classification_prompt
+from phifleet.engine.tiny.corpus import LABELS, reviews
 
 
 def test_held_out_accuracy_at_least_90_percent(engine):

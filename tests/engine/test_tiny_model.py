@@ -3,11 +3,10 @@
 import hashlib
 import json
 
+from phifleet.engine.chat_template import SPECIAL_TOKENS
+from phifleet.engine.tiny.build import METADATA_FILE, build_tiny_model, ensure_tiny_model, is_built
 from safetensors.torch import load_file
 from transformers import AutoConfig
-
-from engine.chat_template import SPECIAL_TOKENS
-from engine.tiny.build import METADATA_FILE, build_tiny_model, ensure_tiny_model, is_built
 
 
 def digest(path) -> str:

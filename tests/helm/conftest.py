@@ -1,8 +1,8 @@
 """Helm rendering helpers: the real `helm` binary (installed by scripts/install_helm.py) and real schemas.
 
 No Kubernetes API server can run here, so objects are validated offline: core kinds with kubernetes-validate
-(strict: unknown fields fail), KubeRay kinds with the v1.7.0 CRD schemas from ../shared/schemas, made strict the
-same way (an API server would silently prune an unknown field; here it fails the test).
+(strict: unknown fields fail), KubeRay kinds with the v1.7.0 CRD schemas the package carries (helm/schemas), made
+strict the same way (an API server would silently prune an unknown field; here it fails the test).
 """
 
 from __future__ import annotations
@@ -10,24 +10,12 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "phifleet"
-# ../shared beside the checkout (read-only project material, present in CI too)
-KUBERAY_SCHEMAS = ROOT.parent / "shared" / "schemas" / "kuberay-v1.7.0"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def kuberay_schemas_present() -> None:
-    if not (KUBERAY_SCHEMAS / "rayservice-v1.json").exists():
-        pytest.fail(f"KubeRay schemas not found at {KUBERAY_SCHEMAS}: the checkout must sit beside ../shared")
-
+from phifleet.helm import CHART_DIR as CHART
+from phifleet.helm import KUBERAY_SCHEMAS_DIR as KUBERAY_SCHEMAS
 
 KUBE_VERSION = "1.33.0"
 EXAMPLES = sorted(p.name for p in CHART.glob("values-*.yaml"))

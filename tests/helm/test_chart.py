@@ -7,10 +7,10 @@ import json
 import kubernetes_validate
 import pytest
 import yaml
+from phifleet.cluster.chart_values import CHART_DIR, README_PATH, SCHEMA_PATH, readme_text, schema_text
+from phifleet.jobs.config import JobConfig
+from phifleet.serve.config import SERVE_RAY_ENV, ServeConfig
 
-from cluster.chart_values import CHART_DIR, README_PATH, SCHEMA_PATH, readme_text, schema_text
-from jobs.config import JobConfig
-from serve.config import SERVE_RAY_ENV, ServeConfig
 from tests.helm.conftest import CHART, EXAMPLES, KUBE_VERSION, by_kind, kuberay_validator, render, run_helm
 
 RAY_KINDS = {"RayService", "RayJob", "RayCluster"}
@@ -19,10 +19,10 @@ UNVALIDATED_KINDS = {"ServiceMonitor"}
 
 
 def test_values_schema_and_readme_table_are_generated_from_models_and_values():
-    assert SCHEMA_PATH.read_text() == schema_text(), "run: python -m cluster.chart_values"
+    assert SCHEMA_PATH.read_text() == schema_text(), "run: python -m phifleet.cluster.chart_values"
     values_yaml = (CHART_DIR / "values.yaml").read_text()
     assert README_PATH.read_text() == readme_text(README_PATH.read_text(), values_yaml), (
-        "run: python -m cluster.chart_values"
+        "run: python -m phifleet.cluster.chart_values"
     )
     assert "`serve.upgradeStrategy`" in README_PATH.read_text()
 
@@ -53,10 +53,10 @@ def test_serve_and_job_configs_in_the_objects_are_valid_phifleet_configs(helm, v
     docs = render(helm, "-f", str(CHART / values))
     for svc in by_kind(docs, "RayService"):
         apps = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"]
-        assert [a["import_path"] for a in apps] == ["serve.app:build_app"]
+        assert [a["import_path"] for a in apps] == ["phifleet.serve.app:build_app"]
         ServeConfig.model_validate(apps[0]["args"])
     for job in by_kind(docs, "RayJob"):
-        assert job["spec"]["entrypoint"] == "python -m jobs --config /etc/phifleet/job/job.json"
+        assert job["spec"]["entrypoint"] == "python -m phifleet.jobs --config /etc/phifleet/job/job.json"
         (cm,) = [c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith("-job")]
         JobConfig.model_validate(json.loads(cm["data"]["job.json"]))
 

@@ -37,7 +37,7 @@ def read_errors(out: Path) -> list[dict]:
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """`python -m jobs ...` or the phifleet console script, in a fresh process with its own embedded Ray."""
+    """`python -m phifleet.jobs ...` or the phifleet console script, in a fresh process with its own embedded Ray."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=ROOT

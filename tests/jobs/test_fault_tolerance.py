@@ -8,8 +8,8 @@ import json
 from collections import Counter
 
 import yaml
+from phifleet.jobs.sinks import load_committed
 
-from jobs.sinks import load_committed
 from tests.jobs.conftest import REVIEWS, read_errors, read_jsonl, read_results, run_cli, write_jsonl
 
 
@@ -85,7 +85,7 @@ def test_uncommitted_shards_are_removed_before_a_rerun(tmp_path):
 def test_cli_flags_and_config_file_are_the_same_job(tmp_path):
     out = tmp_path / "out"
     dumped = run_cli(
-        "cluster.cli",
+        "phifleet",
         "label",
         str(REVIEWS),
         "--labels",
@@ -99,7 +99,7 @@ def test_cli_flags_and_config_file_are_the_same_job(tmp_path):
     assert dumped.returncode == 0, dumped.stderr
     config_path = tmp_path / "job.yaml"
     config_path.write_text(dumped.stdout)
-    from jobs.config import JobConfig
+    from phifleet.jobs.config import JobConfig
 
     config = JobConfig.from_file(config_path)
     assert config.task.labels == ["positive", "negative", "neutral"] and config.pool.batch_size == 100
@@ -124,6 +124,6 @@ def test_bad_config_names_the_field(tmp_path):
     proc = run_cli("jobs", "--config", str(bad))
     assert proc.returncode == 2 and "max_replicas (1) must be >= min_replicas (3)" in proc.stderr
     missing = run_cli(
-        "cluster.cli", "label", str(tmp_path / "nothing*.jsonl"), "--labels", "a,b", "--output", str(tmp_path / "o")
+        "phifleet", "label", str(tmp_path / "nothing*.jsonl"), "--labels", "a,b", "--output", str(tmp_path / "o")
     )
     assert missing.returncode == 2 and "matches no files" in missing.stderr

@@ -2,9 +2,9 @@
 
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
+from phifleet.jobs.config import BatchTask, GenerateTask, InputConfig, JobConfig, OutputConfig
+from phifleet.jobs.pipeline import run_job
 
-from jobs.config import BatchTask, GenerateTask, InputConfig, JobConfig, OutputConfig
-from jobs.pipeline import run_job
 from tests.jobs.conftest import read_errors, read_jsonl, read_results, write_jsonl
 
 

@@ -3,9 +3,9 @@
 import json
 
 import pyarrow.parquet as pq
+from phifleet.jobs.config import InputConfig, JobConfig, LabelTask, OutputConfig, PoolConfig
+from phifleet.jobs.pipeline import run_job
 
-from jobs.config import InputConfig, JobConfig, LabelTask, OutputConfig, PoolConfig
-from jobs.pipeline import run_job
 from tests.jobs.conftest import REVIEWS, read_errors, read_jsonl, read_results, write_jsonl
 
 LABELS = ["positive", "negative", "neutral"]

@@ -10,8 +10,7 @@ import asyncio
 import time
 
 import pytest
-
-from serve.batching import Batcher
+from phifleet.serve.batching import Batcher
 
 
 class Item:

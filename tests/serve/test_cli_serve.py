@@ -17,7 +17,7 @@ def test_phifleet_serve_runs_and_stops_on_ctrl_c(tiny_dir, tmp_path):
     config = tmp_path / "serve.yaml"
     config.write_text(f"engine:\n  model: {tiny_dir}\nmodel_name: phi4-tiny\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled", "PHIFLEET_API_KEYS": ""}
-    exe = [sys.executable, "-m", "cluster.cli", "serve", "--config", str(config), "--port", str(port)]
+    exe = [sys.executable, "-m", "phifleet", "serve", "--config", str(config), "--port", str(port)]
     proc = subprocess.Popen(exe, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         deadline = time.time() + 180

@@ -150,7 +150,7 @@ def test_health_and_readiness(base_url):
 
 
 def test_api_keys_compare_whole_keys():
-    from serve.auth import authorized
+    from phifleet.serve.auth import authorized
 
     assert authorized(None, ())  # no keys configured: open
     assert authorized("Bearer a", ("a", "b")) and authorized("Bearer b", ("a", "b"))

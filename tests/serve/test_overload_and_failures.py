@@ -82,10 +82,9 @@ def test_a_replica_killed_mid_request_fails_it_with_500_and_is_replaced(small_se
 
 def test_no_replica_ready_gives_503_at_once_not_a_hang(small_server):
     """A replica that asks for a GPU this machine lacks never starts: requests get 503 + Retry-After."""
+    from phifleet.serve.app import build_app
     from ray import serve
     from ray.serve.api import RunTarget
-
-    from serve.app import build_app
 
     app = build_app({"num_gpus": 1, "ready_timeout_s": 1.0, "model_name": "phi4-tiny"})
     serve.run_many([RunTarget(app, name="nogpu", route_prefix="/nogpu")], wait_for_applications_running=False)

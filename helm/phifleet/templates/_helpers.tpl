@@ -101,7 +101,7 @@ uses `fail`: `helm lint` cannot pass --api-versions, so there it is only logged 
 {{- define "phifleet.serveConfigV2" -}}
 applications:
   - name: phifleet
-    import_path: serve.app:build_app
+    import_path: phifleet.serve.app:build_app
     route_prefix: /
     args: {{ include "phifleet.serveArgs" . }}
 {{- end -}}

@@ -1,0 +1,7 @@
+"""`python -m phifleet`: the same command line as the `phifleet` console script."""
+
+import sys
+
+from phifleet.cluster.cli import main
+
+sys.exit(main())
