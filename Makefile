@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup tools demo test lint bench clean
+.PHONY: setup tools demo test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -30,10 +30,14 @@ tools: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check engine cluster jobs serve bench tests examples scripts phifleet helm
+	$(VENV)/bin/ruff format --check .
 
 test: lint tools
 	$(PY) -m pytest -q
+
+# The fast tier alone (no Ray, helm or subprocesses; under a minute): pure functions of engine, protocol, jobs, CLI.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
 	$(PY) bench/engine_cpu.py

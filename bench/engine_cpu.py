@@ -18,6 +18,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch
+
 from phifleet.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 from phifleet.engine.chat_template import render_chat
 from phifleet.engine.prompts import classification_prompt

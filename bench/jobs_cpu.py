@@ -21,6 +21,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import ray
 import torch
+
 from phifleet.engine import Engine, EngineConfig
 from phifleet.engine.prompts import classification_prompt
 from phifleet.jobs.config import InputConfig, JobConfig, LabelTask, OutputConfig, PoolConfig

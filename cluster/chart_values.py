@@ -285,7 +285,7 @@ def chart_values(serve: ServeConfig | None = None, job: JobConfig | None = None)
     if job is not None:
         data = job.model_dump(mode="json", exclude={"address"})  # the RayJob's driver runs on its own cluster
         values["job"]["config"] = replacing(defaults["job"]["config"], data)
-    gpus = max(serve.num_gpus if serve else 0, job.pool.num_gpus if job else 0)
+    gpus = max(serve.deployment.num_gpus if serve else 0, job.pool.num_gpus if job else 0)
     if gpus == 0:  # a CPU-only config (the tiny model): CPU workers instead of the GPU group
         values["gpuWorkers"] = {"enabled": False}
         values["cpuWorkers"] = {"enabled": True}

@@ -123,6 +123,7 @@ def _job_summary(job) -> str:
     import json
 
     import fsspec
+
     from phifleet.jobs.pipeline import summary_text
 
     path = job.output.path.rstrip("/") + "/manifest.json"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from phifleet.helm import CHART_DIR as DEFAULT_CHART
 
 # A checkout's pinned helm (scripts/install_helm.py); absent in an installed wheel, where PATH or PHIFLEET_HELM serve.

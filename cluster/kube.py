@@ -15,6 +15,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
+
 from phifleet.cluster.chart_values import chart_values
 from phifleet.cluster.helm import DEFAULT_CHART, template
 from phifleet.jobs.config import JobConfig

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import torch
 
 TINY_MODEL_NAME = "phi4-tiny"
 
@@ -24,12 +26,15 @@ class EngineConfig(BaseModel):
         default=TINY_MODEL_NAME,
         description=(
             "A local model directory, a Hugging Face id already in the local cache (never downloaded at run "
-            f"time), or '{TINY_MODEL_NAME}' for the embedded toy model (built on first use)."
+            f"time), or '{TINY_MODEL_NAME}' for the toy model shipped with phifleet."
         ),
     )
     served_model_name: str | None = Field(
         default=None,
-        description="Name reported in results and by /v1/models; defaults to the model's basename.",
+        description=(
+            "The id clients pass as `model`, reported in results and by /v1/models; defaults to the model's "
+            "directory name (or the hub id, or phi4-tiny)."
+        ),
     )
     dtype: Dtype = Field(
         default="auto",
@@ -61,36 +66,39 @@ class EngineConfig(BaseModel):
         default="auto",
         description=(
             "static: length-bucketed padded batches; continuous: transformers' paged-KV "
-            "ContinuousBatchingManager (requests join and leave per token). auto is static everywhere: on an "
-            "H200 at Phi-4's shapes static batching gave 1.6-3.1x continuous batching's throughput at batch "
-            "8-128 (bench/results/gpu.md)."
+            "ContinuousBatchingManager (requests join and leave per token). auto is static, the faster of the two "
+            "on CPU and GPU (bench/README.md, 'Why the defaults')."
         ),
     )
     max_batch_size: int | None = Field(
         default=None,
         ge=1,
         description=(
-            "Rows per forward pass; default 128 on GPU (throughput still rising at 128: 1,685 tok/s vs 982 at "
-            "32 on an H200), 32 on CPU. Large batches saturate compute; small ones cut latency."
+            "Rows per forward pass; default 128 on GPU, 32 on CPU. Large batches saturate compute; small ones cut "
+            "latency (bench/README.md, 'Why the defaults')."
         ),
     )
     max_batch_tokens: int | None = Field(
         default=None,
         ge=1,
         description=(
-            "Upper bound on rows x (prompt + max_tokens) in one batch, which bounds KV-cache memory (Phi-4: "
-            "200 KiB per token). Default 131072 on GPU (~26 GiB of KV beside 29 GiB of weights: fits an 80 GB "
-            "H100, and one 16K-context request), 16384 on CPU."
+            "Upper bound on rows x (prompt + max_tokens) in one batch, which bounds KV-cache memory; default "
+            "131072 on GPU (fits Phi-4 on an 80 GB GPU), 16384 on CPU. Larger allows bigger batches; smaller "
+            "leaves memory free."
         ),
     )
     seed: int = Field(default=0, description="Seed for weight-free randomness (continuous batching's sampler).")
 
     def resolved_device(self) -> str:
         if self.device == "auto":
+            import torch  # here, not at import: the CLI and the chart schema read this model without torch
+
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.device
 
     def resolved_dtype(self) -> torch.dtype:
+        import torch
+
         if self.dtype == "auto":
             return torch.bfloat16 if self.resolved_device() == "cuda" else torch.float32
         return getattr(torch, self.dtype)

@@ -15,9 +15,10 @@ import threading
 from collections.abc import Iterator
 
 import torch
-from phifleet.engine.sequence import Sequence
 from transformers import GenerationConfig
 from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+from phifleet.engine.sequence import Sequence
 
 # Placeholder values only make transformers build the per-request processors; every sampled request
 # passes its own temperature/top_p/top_k, so these defaults are never applied.

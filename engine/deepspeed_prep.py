@@ -7,6 +7,7 @@ import logging
 import os
 
 import torch
+
 from phifleet.engine.config import EngineConfig
 from phifleet.engine.errors import UnsupportedConfigError
 

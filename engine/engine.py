@@ -6,11 +6,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedTokenizerBase
+
 from phifleet.engine import deepspeed_prep
 from phifleet.engine.chat_template import ENDOFTEXT, IM_END, render_chat
 from phifleet.engine.config import EngineConfig
 from phifleet.engine.continuous_batching import ContinuousBatcher
-from phifleet.engine.errors import ContextLengthExceededError, EngineError, InvalidRequestError
+from phifleet.engine.errors import EngineError
 from phifleet.engine.loading import (
     check_dtype,
     configure_tokenizer,
@@ -24,7 +26,7 @@ from phifleet.engine.scoring import label_logprobs
 from phifleet.engine.sequence import Sequence as Seq
 from phifleet.engine.static_batching import decode_steps, length_buckets
 from phifleet.engine.types import GenerationRequest, GenerationResult, LabelScores, StreamDelta
-from transformers import PreTrainedTokenizerBase
+from phifleet.engine.validation import RequestValidator
 
 
 class Engine:
@@ -58,6 +60,7 @@ class Engine:
         in_memory_name = getattr(self.hf_model.config, "name_or_path", "") or "model"
         self.model_name = served_model_name(config) if model_dir else config.served_model_name or in_memory_name
         self.max_model_len = context_window(self.hf_model.config, config)
+        self.validator = RequestValidator(tokenizer, self.max_model_len)
         self.pad_id = int(tokenizer.pad_token_id)
         self.eos_ids = frozenset(
             i for i in (self._token_id(IM_END), self._token_id(ENDOFTEXT), tokenizer.eos_token_id) if i is not None
@@ -78,25 +81,9 @@ class Engine:
         return render_chat(messages, add_generation_prompt)
 
     # --- validation ------------------------------------------------------------------------
-    def _prompt_ids(self, prompt: str, reserve: int, param: str = "prompt") -> list[int]:
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InvalidRequestError(f"{param} must be a non-empty string", param=param)
-        ids = self.encode(prompt)
-        if len(ids) + reserve > self.max_model_len:
-            raise ContextLengthExceededError(
-                f"{param} is {len(ids)} tokens and {reserve} more are requested, but the context window is "
-                f"{self.max_model_len} tokens",
-                param=param,
-            )
-        return ids
-
     def prepare(self, request: GenerationRequest) -> Seq:
         """Validate and tokenize one request; raises InvalidRequestError naming the bad field."""
-        if request.params.max_tokens <= 0:
-            raise InvalidRequestError(
-                f"max_tokens must be at least 1, got {request.params.max_tokens}", param="max_tokens"
-            )
-        ids = self._prompt_ids(request.prompt, request.params.max_tokens)
+        ids = self.validator.generation(request)
         eos = frozenset() if request.params.ignore_eos else self.eos_ids
         return Seq(ids, request.params, self.tokenizer, eos, request.request_id)
 
@@ -173,23 +160,14 @@ class Engine:
 
     # --- label scoring ---------------------------------------------------------------------
     def label_token_ids(self, labels: Sequence[str]) -> list[list[int]]:
-        if not labels:
-            raise InvalidRequestError("labels must contain at least one label", param="labels")
-        if len(set(labels)) != len(labels):
-            raise InvalidRequestError("labels must be unique", param="labels")
-        end = self._token_id(IM_END)
-        out = []
-        for label in labels:
-            if not isinstance(label, str) or not label.strip():
-                raise InvalidRequestError("labels must be non-empty strings", param="labels")
-            out.append(self.encode(label) + ([end] if end is not None else []))
-        return out
+        return self.validator.label_ids(labels)
 
     def score_labels(self, prompts: Sequence[str], labels: Sequence[str]) -> list[LabelScores]:
         """Classify each prompt (already rendered, ending in the assistant turn) into one of ``labels``."""
-        label_ids = self.label_token_ids(labels)
-        longest_label = max(len(ids) for ids in label_ids)
-        prompt_ids = [self._prompt_ids(p, longest_label, param=f"prompts[{i}]") for i, p in enumerate(prompts)]
+        label_ids = self.validator.label_ids(labels)
+        prompt_ids = [
+            self.validator.label_prompt_ids(p, label_ids, param=f"prompts[{i}]") for i, p in enumerate(prompts)
+        ]
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         sums: dict[int, list[float]] = {}
         step = self.max_batch_size

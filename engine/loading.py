@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
 from phifleet.engine.chat_template import IM_END, PAD, PHI4_CHAT_TEMPLATE
 from phifleet.engine.config import TINY_MODEL_NAME, EngineConfig
 from phifleet.engine.errors import ModelNotFoundError, UnsupportedConfigError
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
-from transformers.utils import logging as hf_logging
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
 from phifleet.engine.forward import pad, prefill
 
 

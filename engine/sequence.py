@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence as Seq
 
 import torch
+
 from phifleet.engine.detokenizer import Decoder, IncrementalDetokenizer
 from phifleet.engine.types import FinishReason, GenerationResult, SamplingParams, StreamDelta
 

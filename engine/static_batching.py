@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
+
 from phifleet.engine.forward import prefill
 from phifleet.engine.sampling import choose_next_tokens
 from phifleet.engine.sequence import Sequence

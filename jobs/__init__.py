@@ -1,4 +1,4 @@
-"""Offline workload: Ray Data pipelines (read -> validate -> template+tokenize -> replicas -> write).
+"""Offline workload: Ray Data pipelines (read -> keys -> prepare -> replicas -> write), one handler per job kind.
 
-Imports engine only; never serve.
+Imports engine and protocol only; never serve.
 """

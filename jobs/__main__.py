@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     from phifleet.jobs.config import JobConfig
     from phifleet.jobs.errors import JobInputError
     from phifleet.jobs.pipeline import run_job, summary_text
+    from phifleet.protocol.errors import format_validation_error
 
     try:
         config = JobConfig.from_file(args.config)
@@ -28,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
             config = config.model_copy(update={"address": args.address})
         manifest = run_job(config)
     except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        print(f"jobs: invalid config {args.config}: {errors}", file=sys.stderr)
+        print(f"jobs: invalid config {args.config}: {format_validation_error(exc)}", file=sys.stderr)
         return 2
     except (JobInputError, EngineError, OSError) as exc:
         print(f"jobs: {exc}", file=sys.stderr)

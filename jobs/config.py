@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from phifleet.engine.config import EngineConfig
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from phifleet.engine.config import EngineConfig
 
 InputFormat = Literal["auto", "jsonl", "parquet", "csv"]
 
@@ -84,12 +85,12 @@ class GenerateTask(_Strict):
     kind: Literal["generate"] = "generate"
     prompt_template: str = Field(description="User message; '{column}' placeholders are filled from the row.")
     system: str | None = Field(default=None, description="Optional system message.")
-    max_tokens: int = Field(default=128, ge=1)
+    max_tokens: int = Field(default=128, ge=1, description="Completion tokens to generate at most, per row.")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 (the default) is greedy: reproducible.")
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass; 1 disables it.")
+    top_k: int = Field(default=0, ge=0, description="Sample among the k likeliest tokens; 0 disables it.")
     seed: int | None = Field(default=None, description="Per-row seed is seed + a hash of the row id.")
-    stop: list[str] = Field(default_factory=list)
+    stop: list[str] = Field(default_factory=list, description="Strings that end a completion (not included).")
 
 
 class BatchTask(_Strict):

@@ -1,7 +1,7 @@
-"""Run a job: read -> keys (duplicates) -> prepare (CPU) -> replicas (actor pool) -> write, on Ray Data.
+"""Run a job on Ray Data: read -> keys (duplicate pass) -> the declared stages (prepare -> replica -> write).
 
-The driver resolves the model, lists the input, loads what earlier runs committed, and then only
-streams small per-shard tallies back; rows never pass through it.
+The driver resolves the model, lists the input, loads what earlier runs committed, checks that the
+stage list lines up, and then only streams small per-shard tallies back; rows never pass through it.
 """
 
 from __future__ import annotations
@@ -10,30 +10,37 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import fsspec
 import ray
+
 from phifleet.engine.loading import resolve_model
-from phifleet.jobs.config import BatchTask, JobConfig, LabelTask
-from phifleet.jobs.sinks import ERRORS_DIR, RESULTS_DIR, load_committed, merge_jsonl
-from phifleet.jobs.sources import bytes_per_row, expand_paths, read_files
-from phifleet.jobs.stages import Replica, StageSpec, extract_keys, prepare, write
+from phifleet.jobs.config import JobConfig
+from phifleet.jobs.kinds import job_kind
+from phifleet.jobs.sinks import ERRORS_DIR, RESULTS_DIR, Committed, load_committed
+from phifleet.jobs.sources import RAW_SCHEMA, bytes_per_row, expand_paths, read_files
+from phifleet.jobs.stages import SUMMARY_SCHEMA, Stage, StageSpec, check_stages, default_stages, keys_stage
 
 # A prepared row carries its raw text plus the rendered prompt: about three times the stored row.
 BLOCK_BYTES_PER_ROW_FACTOR = 3
+# Values the stages get only once the run starts: the (done, duplicate) row keys, in the object store.
+RUN_INPUTS = ("skip_ref",)
+
+StagesFactory = Callable[[StageSpec], list[Stage]]
 
 
-def init_ray(address: str | None) -> None:
+def init_ray(address: str | None, runtime_env: dict[str, Any] | None = None) -> None:
     """Join ``address`` (or RAY_ADDRESS), else start an embedded local Ray."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        ray.init(include_dashboard=False, log_to_driver=True, runtime_env=runtime_env)
 
 
 def find_duplicates(raw: ray.data.Dataset, spec: StageSpec) -> tuple[set[tuple[str, int]], int]:
@@ -41,7 +48,7 @@ def find_duplicates(raw: ray.data.Dataset, spec: StageSpec) -> tuple[set[tuple[s
     first: dict[str, tuple[str, int]] = {}
     duplicates: set[tuple[str, int]] = set()
     rows = 0
-    keys = raw.map_batches(extract_keys, fn_kwargs={"spec": spec}, batch_size=None, batch_format="pyarrow")
+    keys = keys_stage(spec).apply(raw, {})
     for batch in keys.iter_batches(batch_size=4096, batch_format="pyarrow"):
         for rid, source, line in zip(*(batch[c].to_pylist() for c in ("id", "source", "line")), strict=True):
             rows += 1
@@ -57,17 +64,24 @@ def find_duplicates(raw: ray.data.Dataset, spec: StageSpec) -> tuple[set[tuple[s
     return duplicates, rows
 
 
-def run_job(config: JobConfig) -> dict[str, Any]:
+def run_job(
+    config: JobConfig, stages: StagesFactory = default_stages, runtime_env: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run ``config`` to completion (or resume it) and write its manifest.
+
+    ``stages`` builds the main pass from the resolved spec (tests wrap a stage to inject a real crash);
+    ``runtime_env`` is Ray's, for the embedded Ray this starts (e.g. ``py_modules`` those stages need).
+    """
     started = time.time()
     model = resolve_model(config.engine)
-    model_dir, max_model_len, model_name = model.path, model.context_window, model.served_name
+    spec = StageSpec(config.model_dump_json(), str(model.path), model.context_window, model.served_name)
+    pipeline = stages(spec)
+    check_stages(pipeline, RAW_SCHEMA.names, SUMMARY_SCHEMA.names, RUN_INPUTS)
+    check_stages([keys_stage(spec)], RAW_SCHEMA.names)
     urls = expand_paths(config.input.path, config.input.format)
     before = load_committed(config.output.path)
-    if os.environ.get("PHIFLEET_TEST_KILL_DRIVER_AFTER_SHARDS"):
-        os.environ["PHIFLEET_TEST_DRIVER_PID"] = str(os.getpid())  # inherited by the local Ray's workers
-    init_ray(config.address)
+    init_ray(config.address, runtime_env)
 
-    spec = StageSpec(config.model_dump_json(), str(model_dir), max_model_len, model_name)
     pool = config.pool
     # Blocks of about one replica batch: stages stream into each other and every replica gets work. Ray's
     # default (128 MiB blocks) would turn a small file into one block, read and prepared before any inference.
@@ -86,39 +100,33 @@ def run_job(config: JobConfig) -> dict[str, Any]:
         fn_kwargs={"declared_format": config.input.format, "chunk_rows": pool.batch_size},
     )
     duplicates, input_rows = find_duplicates(raw, spec)
-    skip_ref = ray.put((frozenset(before.keys), frozenset(duplicates)))
-    prepared = raw.map_batches(
-        prepare, fn_kwargs={"spec": spec, "skip_ref": skip_ref}, batch_size=pool.batch_size, batch_format="pyarrow"
-    )
-    answered = prepared.map_batches(
-        Replica,
-        fn_constructor_kwargs={"spec": spec},
-        compute=ray.data.ActorPoolStrategy(min_size=pool.min_replicas, max_size=pool.max_replicas),
-        num_cpus=pool.num_cpus,
-        num_gpus=pool.num_gpus or None,
-        batch_size=pool.batch_size,
-        batch_format="pyarrow",
-    )
-    written = answered.map_batches(
-        write,
-        fn_kwargs={"spec": spec},
-        batch_size=pool.batch_size,  # one shard per replica batch: a crash loses at most a batch in flight
-        batch_format="pyarrow",
-    )
+    inputs = {"skip_ref": ray.put((frozenset(before.keys), frozenset(duplicates)))}
+    ds = raw
+    for stage in pipeline:
+        ds = stage.apply(ds, inputs)
 
     run = Counter()
     labels: Counter[str] = Counter()
-    for summary in written.iter_rows():
+    for summary in ds.iter_rows():
         for key in ("ok", "errors", "prompt_tokens", "completion_tokens"):
             run[key] += summary[key]
         run["shards"] += 1
         labels.update(json.loads(summary["labels"]))
 
     wall = time.time() - started
-    return _manifest(config, model_name, before, run, labels, input_rows, started, wall)
+    return _manifest(config, model.served_name, before, run, labels, input_rows, started, wall)
 
 
-def _manifest(config, model_name, before, run, labels, input_rows, started, wall) -> dict[str, Any]:
+def _manifest(
+    config: JobConfig,
+    model_name: str,
+    before: Committed,
+    run: Counter[str],
+    labels: Counter[str],
+    input_rows: int,
+    started: float,
+    wall: float,
+) -> dict[str, Any]:
     ok, errors = before.ok + run["ok"], before.errors + run["errors"]
     processed = run["ok"] + run["errors"]
     tokens = run["prompt_tokens"] + run["completion_tokens"]
@@ -143,12 +151,7 @@ def _manifest(config, model_name, before, run, labels, input_rows, started, wall
         "finished_at": datetime.now(UTC).isoformat(),
         "outputs": {"results": f"{RESULTS_DIR}/", "errors": f"{ERRORS_DIR}/"},
     }
-    if isinstance(config.task, LabelTask):
-        manifest["labels"] = {label: before.labels[label] + labels[label] for label in config.task.labels}
-    if isinstance(config.task, BatchTask):
-        merge_jsonl(config.output.path, RESULTS_DIR, "output.jsonl")
-        merge_jsonl(config.output.path, ERRORS_DIR, "errors.jsonl")
-        manifest["outputs"].update({"output_file": "output.jsonl", "error_file": "errors.jsonl"})
+    job_kind(config, model_name).finish(manifest, before.labels + labels)
     fs, root = fsspec.core.url_to_fs(config.output.path)
     with fs.open(f"{root.rstrip('/')}/manifest.json", "w") as fh:
         json.dump(manifest, fh, indent=2)

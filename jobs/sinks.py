@@ -14,13 +14,16 @@ import json
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-from phifleet.jobs.config import BatchTask, JobConfig, LabelTask
-from phifleet.jobs.tasks import batch_error_line
+
+from phifleet.jobs.rows import RowError
+
+if TYPE_CHECKING:
+    from phifleet.jobs.kinds.base import JobKind
 
 INDEX_DIR, RESULTS_DIR, ERRORS_DIR = "_index", "results", "errors"
 
@@ -43,12 +46,12 @@ def _jsonl(rows: list[dict[str, Any]]) -> bytes:
 
 
 class ShardWriter:
-    def __init__(self, config: JobConfig, model_name: str) -> None:
-        self.config = config
-        self.model = model_name
-        self.fs, self.root = fsspec.core.url_to_fs(config.output.path)
-        self.batch_task = isinstance(config.task, BatchTask)
-        self.fmt = "jsonl" if self.batch_task else config.output.format
+    """Writes one block's rows as result and error shards, shaped by the job's kind, then commits them."""
+
+    def __init__(self, kind: JobKind) -> None:
+        self.kind = kind
+        self.fs, self.root = fsspec.core.url_to_fs(kind.config.output.path)
+        self.fmt = kind.output_format
 
     def write(self, batch: dict[str, Any]) -> dict[str, Any]:
         keys = [(str(s), int(n)) for s, n in zip(batch["source"], batch["line"], strict=True)]
@@ -59,19 +62,16 @@ class ShardWriter:
         for i, (source, line) in enumerate(keys):
             rid = batch["id"][i]
             if batch["error"][i] is not None:
-                errors.append(self._error_row(batch, i, source, line))
+                error = RowError(batch["error"][i], batch["error_code"][i] or "invalid_request", batch["param"][i])
+                errors.append(self.kind.error_row(rid, error, source, line, batch["raw"][i]))
                 continue
-            out = json.loads(batch["output"][i])
-            row = self._result_row(rid, out, source, line)
-            results.append(row)
-            if "label" in out:
-                labels[out["label"]] += 1
-            if self.batch_task:
-                p, c = out["usage_tokens"]
-            else:
-                p, c = out.get("prompt_tokens", 0), out.get("completion_tokens", 0)
-            prompt_tokens += p
-            completion_tokens += c
+            output = json.loads(batch["output"][i])
+            results.append(self.kind.result_row(rid, output, source, line))
+            tally = self.kind.tally(output)
+            prompt_tokens += tally.prompt_tokens
+            completion_tokens += tally.completion_tokens
+            if tally.label is not None:
+                labels[tally.label] += 1
         if results:
             _put(self.fs, _join(self.root, RESULTS_DIR, f"{name}.{self.fmt}"), self._encode(results))
         if errors:
@@ -87,26 +87,6 @@ class ShardWriter:
         index = {**summary, "labels": dict(labels), "rows": [[s, n] for s, n in keys]}
         _put(self.fs, _join(self.root, INDEX_DIR, f"{name}.json"), json.dumps(index).encode())  # the commit
         return summary
-
-    def _result_row(self, rid: str, out: dict[str, Any], source: str, line: int) -> dict[str, Any]:
-        if self.batch_task:
-            req = f"batch_req_{hashlib.sha1(f'{rid}:{line}'.encode()).hexdigest()[:24]}"
-            return {
-                "id": req,
-                "custom_id": rid,
-                "response": {"status_code": 200, "request_id": req, "body": out["body"]},
-                "error": None,
-            }
-        row = {"id": rid, **out, "model": self.model, "source": source, "line": line}
-        if isinstance(self.config.task, LabelTask):  # a struct column keyed by label, same in every shard
-            row["logprobs"] = {label: out["logprobs"][label] for label in self.config.task.labels}
-        return row
-
-    def _error_row(self, batch: dict[str, Any], i: int, source: str, line: int) -> dict[str, Any]:
-        rid, message, code, param = batch["id"][i], batch["error"][i], batch["error_code"][i], batch["param"][i]
-        if self.batch_task:
-            return batch_error_line(rid, f"line {line}: {message}", code or "invalid_request", param, line)
-        return {"id": rid, "source": source, "line": line, "error": message, "code": code, "raw": batch["raw"][i]}
 
     def _encode(self, rows: list[dict[str, Any]]) -> bytes:
         if self.fmt == "jsonl":

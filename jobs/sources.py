@@ -14,6 +14,7 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
+
 from phifleet.jobs.errors import JobInputError
 
 EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}

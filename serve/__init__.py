@@ -1,4 +1,4 @@
 """Online workload: the Ray Serve app (OpenAI-compatible ingress -> Phi-4 replica deployment).
 
-Imports engine only; never jobs.
+Imports engine and protocol only; never jobs.
 """

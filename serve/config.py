@@ -1,30 +1,37 @@
 """The serving configuration: one pydantic model behind `phifleet serve`, `phifleet.serve.app:build_app` args
-(what a KubeRay RayService's serveConfigV2 passes) and the Helm chart's values.
+(what a KubeRay RayService's serveConfigV2 passes) and the Helm chart's `serve.config` values.
+
+Sections mirror JobConfig's: `engine` (what runs), `deployment` (how Serve places and scales it), `http` (how
+the endpoint answers) and `auth` (who may call it).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from phifleet.engine.config import EngineConfig
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from phifleet.engine.config import EngineConfig
+
 #: Environment of every Ray process phifleet serves from: `phifleet serve` sets it before starting Ray and the
-#: Helm chart puts it on the head and worker containers. Ray Serve's throughput mode runs user code on the
-#: replica's own event loop, routes on the caller's loop and talks gRPC between deployments (fewer thread hops per
-#: request; on 2 cores, bench/serve_cpu.py measures 0.84-1.03x at concurrency 32 since the replica's batcher, 1.13x
-#: before it). Its experimental direct ingress stays off: it serves HTTP from
-#: ingress replicas on ports 30000-31000 (not the Service's 8000) and holds every app deletion for a 30 s drain.
+#: Helm chart puts it on the head and worker containers. Throughput mode runs user code on the replica's own
+#: event loop and talks gRPC between deployments (fewer thread hops per request; bench/results/serve_cpu.md,
+#: "Why the defaults"). Direct ingress stays off: it serves HTTP on ports 30000-31000 (not the Service's 8000)
+#: and holds every app deletion for a 30 s drain.
 SERVE_RAY_ENV: dict[str, str] = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
 
 
-class AutoscalingConfig(BaseModel):
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+
+class AutoscalingConfig(_Strict):
+    """Serve's autoscaling of the engine deployment, by ongoing requests per replica."""
+
     min_replicas: int = Field(default=1, ge=0, description="0 allows scale-to-zero (cold starts load the model).")
-    max_replicas: int = Field(default=1, ge=1)
+    max_replicas: int = Field(default=1, ge=1, description="Upper bound; each replica holds one engine.")
     target_ongoing_requests: float = Field(default=16, gt=0, description="Per replica; more scales up.")
-    upscale_delay_s: float = Field(default=10, ge=0)
+    upscale_delay_s: float = Field(default=10, ge=0, description="Seconds of overload before adding a replica.")
     downscale_delay_s: float = Field(default=120, ge=0, description="Long enough not to drop a loaded replica.")
     look_back_period_s: float = Field(
         default=30, gt=0, description="Window the ongoing-request average is taken over; shorter reacts faster."
@@ -37,14 +44,9 @@ class AutoscalingConfig(BaseModel):
         return self
 
 
-class ServeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DeploymentConfig(_Strict):
+    """Where the engine replicas run, how many, and how much each takes on."""
 
-    engine: EngineConfig = Field(default_factory=EngineConfig)
-    model_name: str | None = Field(
-        default=None, description="The id clients pass as `model`; defaults to the model directory's name."
-    )
-    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
     layout: Literal["split", "single"] = Field(
         default="split",
         description=(
@@ -67,6 +69,12 @@ class ServeConfig(BaseModel):
             "request never waits."
         ),
     )
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+
+
+class HttpConfig(_Strict):
+    """How the endpoint answers before and while replicas work."""
+
     ready_timeout_s: float = Field(
         default=2.0,
         gt=0,
@@ -75,5 +83,19 @@ class ServeConfig(BaseModel):
     access_log: bool = Field(
         default=True, description="Serve's per-request access log lines; off saves CPU per request on small hosts."
     )
+
+
+class AuthConfig(_Strict):
+    """Bearer API keys; with none configured the endpoint is open (and says so in its log)."""
+
     api_keys_env: str = Field(default="PHIFLEET_API_KEYS", description="Env var with comma-separated API keys.")
     api_keys_file: str | None = Field(default=None, description="A mounted secret file, one key per line.")
+
+
+class ServeConfig(_Strict):
+    """One OpenAI-compatible app. The id clients pass as `model` is `engine.served_model_name`."""
+
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)

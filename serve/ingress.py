@@ -11,25 +11,20 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from phifleet.engine import EngineError
-from phifleet.engine.openai_api import (
-    CHAT_COMPLETIONS,
-    COMPLETIONS,
-    ChatCompletionRequest,
-    error_body,
-    generation_requests,
-    parse_request,
-    response_body,
-)
-from phifleet.engine.prompts import classification_prompt
-from phifleet.serve.auth import authorized, load_api_keys
-from phifleet.serve.config import ServeConfig
-from phifleet.serve.metrics import IngressMetrics, RequestMetricsMiddleware
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 from ray import serve
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from phifleet.engine import GenerationRequest
+from phifleet.protocol.classify import ClassifyRequest, ClassifyResponse
+from phifleet.protocol.errors import OpenAIError, model_not_found, openai_error
+from phifleet.protocol.requests import CHAT_COMPLETIONS, COMPLETIONS, GenerateRequest, parse_request
+from phifleet.protocol.streaming import SSE_DONE, sse
+from phifleet.serve.auth import authorized, load_api_keys
+from phifleet.serve.config import ServeConfig
+from phifleet.serve.metrics import IngressMetrics, RequestMetricsMiddleware
 
 log = logging.getLogger(__name__)
 app = FastAPI(title="phifleet", description="OpenAI-compatible Phi-4 serving on Ray Serve")
@@ -47,33 +42,15 @@ def ingress_metrics() -> IngressMetrics:
 app.add_middleware(RequestMetricsMiddleware, get_metrics=ingress_metrics)
 
 
-class ClassifyRequest(BaseModel):
-    """phifleet's own endpoint: label scoring over the given labels (no generation)."""
-
-    model: str | None = None
-    input: str | list[str]
-    labels: list[str] = Field(min_length=2)
-    instruction: str | None = None
-
-
-def error(
-    status: int,
-    message: str,
-    param: str | None = None,
-    code: str | None = None,
-    kind: str = "invalid_request_error",
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body = error_body(message, param, code)
-    body["error"]["type"] = kind
-    return JSONResponse(body, status_code=status, headers=headers)
+def error(err: OpenAIError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
 @app.exception_handler(StarletteHTTPException)
 async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     """Unknown routes and wrong methods answer in OpenAI's error shape too."""
     kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-    return error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", kind=kind)
+    return error(OpenAIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", type=kind))
 
 
 @serve.deployment
@@ -88,7 +65,7 @@ class OpenAIIngress:
             replica = LocalReplica(Phi4Replica.func_or_class(config_json))
         self.replica = replica
         self.model_name = model_name
-        self.keys = load_api_keys(self.config.api_keys_env, self.config.api_keys_file)
+        self.keys = load_api_keys(self.config.auth.api_keys_env, self.config.auth.api_keys_file)
         self.ready = False  # set once a replica has answered; afterwards requests wait through replacements
         self.metrics = ingress_metrics()
 
@@ -97,21 +74,18 @@ class OpenAIIngress:
         if authorized(request.headers.get("authorization"), self.keys):
             return None
         return error(
-            401,
-            "Incorrect or missing API key: pass it as 'Authorization: Bearer <key>'",
-            code="invalid_api_key",
-            kind="authentication_error",
+            OpenAIError(
+                401,
+                "Incorrect or missing API key: pass it as 'Authorization: Bearer <key>'",
+                code="invalid_api_key",
+                type="authentication_error",
+            )
         )
 
     def _model_error(self, model: str | None) -> JSONResponse | None:
         if model is None or model == self.model_name:
             return None
-        return error(
-            404,
-            f"The model '{model}' does not exist; this endpoint serves '{self.model_name}'",
-            param="model",
-            code="model_not_found",
-        )
+        return error(model_not_found(model, self.model_name))
 
     async def _readiness_error(self) -> JSONResponse | None:
         """503 at once while no replica has loaded the model (starting, waiting for a GPU, or failed to deploy).
@@ -129,18 +103,14 @@ class OpenAIIngress:
     async def _probe(self) -> JSONResponse | None:
         probe = self.replica.model_name.remote()
         try:
-            await asyncio.wait_for(asyncio.shield(probe), timeout=self.config.ready_timeout_s)
+            await asyncio.wait_for(asyncio.shield(probe), timeout=self.config.http.ready_timeout_s)
         except BackPressureError:  # replicas are up, just full: the request itself will get its 429
             return None
         except Exception as exc:
             probe.cancel()
             detail = "still starting" if isinstance(exc, TimeoutError) else f"failing ({type(exc).__name__})"
-            return error(
-                503,
-                f"no model replica is ready yet: the deployment is {detail}",
-                kind="service_unavailable",
-                headers={"Retry-After": "5"},
-            )
+            message = f"no model replica is ready yet: the deployment is {detail}"
+            return error(OpenAIError(503, message, type="service_unavailable"), headers={"Retry-After": "5"})
         return None
 
     @staticmethod
@@ -182,13 +152,13 @@ class OpenAIIngress:
         body = await self._json(request)
         try:
             parsed = parse_request(url, body)
-        except EngineError as exc:
-            return error(400, exc.message, exc.param)
+        except OpenAIError as exc:
+            return error(exc)
         if (err := self._model_error(parsed.model)) is not None:
             return err
         if (err := await self._readiness_error()) is not None:
             return err
-        gens = generation_requests(parsed)
+        gens = parsed.generation_requests()
         if parsed.stream:
             return await self._stream(parsed, gens, url, time.perf_counter())
         results = await asyncio.gather(*(self.replica.generate_one.remote(g) for g in gens), return_exceptions=True)
@@ -196,33 +166,29 @@ class OpenAIIngress:
             if isinstance(r, BaseException):
                 return self._failure(r)
         self.metrics.tokens(url, results[0].prompt_tokens, sum(r.completion_tokens for r in results))
-        return JSONResponse(response_body(parsed, list(results), self.model_name))
+        return JSONResponse(parsed.response(results, self.model_name).model_dump())
 
     def _failure(self, exc: BaseException) -> JSONResponse:
         cause = getattr(exc, "cause", None) or exc  # Ray wraps a replica's exception; .cause is the original
-        if isinstance(cause, EngineError):
-            return error(400, cause.message, cause.param)
         if isinstance(cause, BackPressureError):  # max_queued_requests reached: shed load, tell clients when to retry
-            return error(
-                429,
-                "the model is overloaded: too many queued requests, retry shortly",
-                code="rate_limit_exceeded",
-                kind="rate_limit_error",
-                headers={"Retry-After": "1"},
-            )
+            message = "the model is overloaded: too many queued requests, retry shortly"
+            overloaded = OpenAIError(429, message, code="rate_limit_exceeded", type="rate_limit_error")
+            return error(overloaded, headers={"Retry-After": "1"})
         if isinstance(cause, DeploymentUnavailableError):
-            return error(
-                503, "no model replica is available yet", kind="service_unavailable", headers={"Retry-After": "5"}
-            )
-        request_id = uuid.uuid4().hex
-        log.exception("request %s failed", request_id, exc_info=exc)
-        return error(500, f"the model replica failed (request id {request_id})", kind="server_error")
+            unavailable = OpenAIError(503, "no model replica is available yet", type="service_unavailable")
+            return error(unavailable, headers={"Retry-After": "5"})
+        err = openai_error(cause)
+        if err.status >= 500:
+            request_id = uuid.uuid4().hex
+            log.exception("request %s failed", request_id, exc_info=exc)
+            message = f"the model replica failed: {err.message} (request id {request_id})"
+            err = OpenAIError(err.status, message, type=err.type)
+        return error(err)
 
-    async def _stream(self, parsed, gens, url: str, started: float) -> StreamingResponse | JSONResponse:
-        chat = isinstance(parsed, ChatCompletionRequest)
-        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
-        created = int(time.time())
-        include_usage = bool((parsed.stream_options or {}).get("include_usage"))
+    async def _stream(
+        self, parsed: GenerateRequest, gens: list[GenerationRequest], url: str, started: float
+    ) -> StreamingResponse | JSONResponse:
+        chunks = parsed.chunk_stream(self.model_name)
         streams = [self.replica.options(stream=True).stream.remote(g) for g in gens]
         # The first delta of each choice surfaces validation errors (too long a prompt) as a 400, not a broken stream.
         firsts = []
@@ -236,17 +202,6 @@ class OpenAIIngress:
                     other.cancel()
                 return self._failure(exc)
 
-        def chunk(index: int, text: str | None, finish: str | None) -> str:
-            if chat:
-                delta = {"content": text} if text is not None else {}
-                choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
-                obj = "chat.completion.chunk"
-            else:
-                choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
-                obj = "text_completion"
-            payload = {"id": rid, "object": obj, "created": created, "model": self.model_name, "choices": [choice]}
-            return f"data: {json.dumps(payload)}\n\n"
-
         async def events() -> AsyncIterator[str]:
             try:
                 async for event in body():
@@ -259,30 +214,17 @@ class OpenAIIngress:
             prompt_tokens = completion_tokens = 0
             first_token = True
             for i, (first, s) in enumerate(zip(firsts, streams, strict=True)):
-                if chat:
-                    role = {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-                    yield (
-                        "data: "
-                        + json.dumps(
-                            {
-                                "id": rid,
-                                "object": "chat.completion.chunk",
-                                "created": created,
-                                "model": self.model_name,
-                                "choices": [role],
-                            }
-                        )
-                        + "\n\n"
-                    )
+                if (role := chunks.role(i)) is not None:
+                    yield sse(role)
                 delta = first
                 while delta is not None:
                     if delta.text:
                         if first_token:
                             first_token = False
                             self.metrics.ttft.observe(time.perf_counter() - started, tags={"route": url})
-                        yield chunk(i, delta.text, None)
+                        yield sse(chunks.text(i, delta.text))
                     if delta.finish_reason:
-                        yield chunk(i, None, delta.finish_reason)
+                        yield sse(chunks.finish(i, delta.finish_reason))
                         prompt_tokens = delta.prompt_tokens
                         completion_tokens += delta.completion_tokens
                     try:
@@ -290,28 +232,9 @@ class OpenAIIngress:
                     except StopAsyncIteration:
                         delta = None
             self.metrics.tokens(url, prompt_tokens, completion_tokens)
-            if include_usage:
-                usage = {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                }
-                obj = "chat.completion.chunk" if chat else "text_completion"
-                yield (
-                    "data: "
-                    + json.dumps(
-                        {
-                            "id": rid,
-                            "object": obj,
-                            "created": created,
-                            "model": self.model_name,
-                            "choices": [],
-                            "usage": usage,
-                        }
-                    )
-                    + "\n\n"
-                )
-            yield "data: [DONE]\n\n"
+            if parsed.include_usage:
+                yield sse(chunks.usage(prompt_tokens, completion_tokens))
+            yield SSE_DONE
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -322,23 +245,15 @@ class OpenAIIngress:
         try:
             req = ClassifyRequest.model_validate(await self._json(request))
         except ValidationError as exc:
-            e = exc.errors()[0]
-            param = ".".join(str(p) for p in e["loc"]) or None
-            return error(400, f"{param}: {e['msg']}" if param else e["msg"], param)
+            return error(openai_error(exc))
         if (err := self._model_error(req.model)) is not None:
             return err
         if (err := await self._readiness_error()) is not None:
             return err
-        texts = [req.input] if isinstance(req.input, str) else req.input
-        prompts = [classification_prompt(t, req.labels, req.instruction) for t in texts]
         try:
-            scores = await self.replica.score.remote(prompts, req.labels)
+            scores = await self.replica.score.remote(req.prompts(), req.labels)
         except Exception as exc:
             return self._failure(exc)
-        data = [
-            {"index": i, "label": s.label, "scores": s.probabilities, "logprobs": s.logprobs}
-            for i, s in enumerate(scores)
-        ]
-        usage = {"prompt_tokens": sum(s.prompt_tokens for s in scores)}
-        self.metrics.tokens("/v1/classify", usage["prompt_tokens"], 0)
-        return JSONResponse({"object": "list", "model": self.model_name, "data": data, "usage": usage})
+        answer = ClassifyResponse.from_scores(scores, self.model_name)
+        self.metrics.tokens("/v1/classify", answer.usage.prompt_tokens, 0)
+        return JSONResponse(answer.model_dump())

@@ -6,11 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
+from ray import serve
+
 from phifleet.engine import Engine, EngineError, GenerationRequest, GenerationResult, LabelScores, StreamDelta
 from phifleet.serve.batching import Batcher
 from phifleet.serve.config import ServeConfig
 from phifleet.serve.metrics import ReplicaMetrics
-from ray import serve
 
 
 class _Call:
@@ -57,7 +58,7 @@ class Phi4Replica:
         # free to accept requests, which wait in the batcher for the engine's next batch.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._batcher: Batcher[_Call | _Stream] = Batcher(
-            self._run_batch, self.engine.max_batch_size, self.config.batch_wait_timeout_s
+            self._run_batch, self.engine.max_batch_size, self.config.deployment.batch_wait_timeout_s
         )
         self.metrics = ReplicaMetrics()
         self.running_streams = 0

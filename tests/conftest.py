@@ -1,4 +1,4 @@
-"""Shared fixtures: one thread for torch (2 threads on 2 cores is 10-40x slower), one tiny model per run."""
+"""Shared fixtures: one thread for torch (2 threads on 2 cores is 10-40x slower), the shipped tiny model."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def tiny_dir():
-    """The phi4-tiny model from the phifleet cache, built once if missing (about a minute)."""
+    """The phi4-tiny model shipped in the package (engine/tiny/phi4-tiny-v*/): nothing is built."""
     from phifleet.engine.tiny.build import ensure_tiny_model
 
     return ensure_tiny_model()
@@ -58,6 +58,7 @@ def ray_local(tiny_dir):
     import socket
 
     import ray
+
     from phifleet.serve.config import SERVE_RAY_ENV
 
     for key, value in SERVE_RAY_ENV.items():  # what `phifleet serve` and the chart run with
@@ -87,3 +88,17 @@ def helm() -> str:
     script = Path(__file__).resolve().parents[1] / "scripts" / "install_helm.py"
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
     return out.stdout.strip().splitlines()[-1]
+
+
+# --- test tiers -------------------------------------------------------------------------------------------------
+# `pytest -m "not slow"` (`make test-fast`) is the fast tier: pure functions of engine, protocol, jobs and the CLI's
+# flag generation, under a minute, no Ray, no helm, no subprocesses. A module that starts Ray, Serve, helm or a
+# `phifleet` process declares `pytestmark = pytest.mark.slow`; the fixtures below may only be used by such tests.
+SLOW_ONLY_FIXTURES = frozenset({"ray_local", "helm"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        used = SLOW_ONLY_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if used and item.get_closest_marker("slow") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses {sorted(used)} but is not marked slow (tests/conftest.py)")

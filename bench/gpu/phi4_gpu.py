@@ -29,10 +29,11 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
-from phifleet.engine import Engine, EngineConfig, GenerationRequest, SamplingParams  # noqa: E402
-from phifleet.engine.chat_template import ENDOFTEXT, IM_END, IM_SEP, IM_START, PAD  # noqa: E402
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 from transformers import Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+
+from phifleet.engine import Engine, EngineConfig, GenerationRequest, SamplingParams  # noqa: E402
+from phifleet.engine.chat_template import ENDOFTEXT, IM_END, IM_SEP, IM_START, PAD  # noqa: E402
 
 PHI4 = dict(
     vocab_size=100352,

@@ -1,16 +1,27 @@
-"""Build `phi4-tiny`: Phi-4's architecture and chat format at toy scale, trained on CPU in about a minute.
+"""Build `phi4-tiny`: Phi-4's architecture and chat format at toy scale, trained on CPU in a few minutes.
 
-Everything is deterministic (fixed seeds, one thread, a fixed number of steps), needs no network,
-and writes a normal Hugging Face model directory that loads like real Phi-4 weights would.
+The model ships in the repository (``engine/tiny/phi4-tiny-v{TINY_VERSION}/``: safetensors weights,
+tokenizer, config, and ``phifleet_tiny.json`` with the build settings and each file's sha256), and
+``default_tiny_dir``/``ensure_tiny_model`` return that directory as it is. Why ship it: training is
+deterministic on one CPU but float kernels differ between CPUs, so a model built on first use labelled
+the bundled examples at 85.7-93% depending on the machine. Shipped weights behave the same everywhere.
+
+Regenerate the shipped artifact (bump ``TINY_VERSION`` when the weights change)::
+
+    OMP_NUM_THREADS=1 python -m phifleet.engine.tiny.build --write-artifact
+
+or build a copy elsewhere with ``phifleet model build-tiny --output DIR`` (same code, same settings).
+Everything is seeded, single-threaded, a fixed number of steps, and needs no network.
 """
 
 from __future__ import annotations
 
+import argparse
 import fcntl
+import hashlib
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import tempfile
@@ -20,17 +31,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from phifleet.engine.chat_template import ENDOFTEXT, IM_END, PAD, PHI4_CHAT_TEMPLATE, SPECIAL_TOKENS, render_chat
-from phifleet.engine.prompts import classification_prompt
-from phifleet.engine.tiny.corpus import LABELS, TRAIN_PRODUCTS, WRITE_PROMPT, Review, reviews
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast
 
+from phifleet.engine.chat_template import ENDOFTEXT, IM_END, PAD, PHI4_CHAT_TEMPLATE, SPECIAL_TOKENS, render_chat
+from phifleet.engine.prompts import classification_prompt
+from phifleet.engine.tiny.corpus import LABELS, TRAIN_PRODUCTS, WRITE_PROMPT, Review, training_reviews
+
 log = logging.getLogger(__name__)
 
-TINY_VERSION = 1
+TINY_VERSION = 2
 SEED = 1234
-VOCAB_SIZE = 1024
+VOCAB_SIZE = 2048
 # Phi-4's shape ratios at toy scale: 4 query heads over 2 KV heads (Phi-4: 40 over 10), MLP 3.5x hidden.
 MODEL_SHAPE = dict(
     hidden_size=128,
@@ -41,25 +53,20 @@ MODEL_SHAPE = dict(
     max_position_embeddings=2048,
     rope_theta=250000.0,
 )
-TRAIN_STEPS = 700
+TRAIN_STEPS = 1500
 BATCH_SIZE = 32
 LEARNING_RATE = 3e-3
-WRITE_FRACTION = 0.25
+WRITE_FRACTION = 0.05  # share of "Write a {label} review of a {product}." examples; the rest classify
+TWO_LABEL_FRACTION = 0.4  # share of positive/negative rows asked with the labels "positive, negative" only
+TOKENIZER_EXAMPLES = 8000
+BUCKET_BATCHES = 16  # batches are cut from runs of this many batches sorted by length: less padding
 METADATA_FILE = "phifleet_tiny.json"
-
-
-def default_home() -> Path:
-    """Where phifleet keeps built models: $PHIFLEET_HOME, else the user cache directory."""
-    env = os.environ.get("PHIFLEET_HOME")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("phifleet"))
+SHIPPED_DIR = Path(__file__).resolve().parent / f"phi4-tiny-v{TINY_VERSION}"
 
 
 def default_tiny_dir() -> Path:
-    return default_home() / "models" / f"phi4-tiny-v{TINY_VERSION}"
+    """The shipped model directory inside the package (read-only use: nothing at run time writes there)."""
+    return SHIPPED_DIR
 
 
 def is_built(path: Path) -> bool:
@@ -68,7 +75,7 @@ def is_built(path: Path) -> bool:
 
 @contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    """Serialise concurrent first uses (several Ray actors on one machine) so the model is built once."""
+    """Serialise concurrent builds into one directory (several processes on one machine) so it is built once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -79,14 +86,36 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def ensure_tiny_model(path: Path | None = None) -> Path:
-    """The built tiny model's directory, building it on first use."""
-    path = path or default_tiny_dir()
+    """The shipped model's directory; given ``path``, that directory, built there first if it is missing."""
+    if path is None:
+        if not is_built(SHIPPED_DIR):
+            raise FileNotFoundError(
+                f"phi4-tiny is missing from {SHIPPED_DIR} (a broken install?): "
+                "regenerate it with `python -m phifleet.engine.tiny.build --write-artifact`"
+            )
+        return SHIPPED_DIR
     if is_built(path):
         return path
     with _file_lock(path.with_name(path.name + ".lock")):
         if not is_built(path):
             build_tiny_model(path)
     return path
+
+
+def file_digests(path: Path) -> dict[str, str]:
+    """sha256 of every file in a model directory except the metadata that records them."""
+    return {
+        f.name: hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(path.iterdir())
+        if f.is_file() and f.name != METADATA_FILE
+    }
+
+
+def verify_tiny_model(path: Path) -> list[str]:
+    """Files whose sha256 differs from the metadata's record, or that are missing or unrecorded; [] if intact."""
+    recorded: dict[str, str] = json.loads((path / METADATA_FILE).read_text())["files"]
+    actual = file_digests(path)
+    return sorted(name for name in recorded.keys() | actual.keys() if recorded.get(name) != actual.get(name))
 
 
 def _train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
@@ -113,18 +142,33 @@ def _train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     )
 
 
+def _label_set(rng: random.Random, label: str) -> list[str]:
+    """The labels a training prompt offers, in shuffled order: all three, or just positive/negative.
+
+    Users (and the natural test set) ask with two labels as often as with three.
+    """
+    labels = list(LABELS)
+    if label != "neutral" and rng.random() < TWO_LABEL_FRACTION:
+        labels = ["positive", "negative"]
+    rng.shuffle(labels)
+    return labels
+
+
 def _examples(rng: random.Random, data: list[Review]) -> list[tuple[str, str]]:
-    """(prompt, answer) pairs: mostly classification with shuffled label order, some review writing."""
+    """(prompt, answer) pairs: mostly classification, some review writing (from reviews of 5 words or more)."""
     out = []
     for r in data:
-        if rng.random() < WRITE_FRACTION:
+        if rng.random() < WRITE_FRACTION and len(r.text.split()) >= 5:
             prompt = render_chat([{"role": "user", "content": WRITE_PROMPT.format(label=r.label, product=r.product)}])
             out.append((prompt, r.text))
         else:
-            labels = list(LABELS)
-            rng.shuffle(labels)
-            out.append((classification_prompt(r.text, labels), r.label))
+            out.append((classification_prompt(r.text, _label_set(rng, r.label)), r.label))
     return out
+
+
+def training_examples(steps: int = TRAIN_STEPS, seed: int = SEED) -> list[tuple[str, str]]:
+    """Every (prompt, answer) pair a build with these settings trains on, in order."""
+    return _examples(random.Random(seed), training_reviews(steps * BATCH_SIZE, seed=seed))
 
 
 def _encode(tok: PreTrainedTokenizerFast, prompt: str, answer: str) -> tuple[list[int], list[int]]:
@@ -145,17 +189,30 @@ def _batch(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, to
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def _settings(steps: int, seed: int) -> dict[str, object]:
+    return {
+        "seed": seed,
+        "batch_size": BATCH_SIZE,
+        "learning_rate": LEARNING_RATE,
+        "vocab_size": VOCAB_SIZE,
+        "shape": MODEL_SHAPE,
+        "write_fraction": WRITE_FRACTION,
+        "two_label_fraction": TWO_LABEL_FRACTION,
+        "bucket_batches": BUCKET_BATCHES,
+        "torch": torch.__version__,
+        "threads": 1,
+    }
+
+
 def build_tiny_model(path: Path, steps: int = TRAIN_STEPS, seed: int = SEED) -> dict[str, object]:
     """Build, train and save the tiny model into ``path`` (replaced atomically). Returns its metadata."""
     started = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        rng = random.Random(seed)
         torch.manual_seed(seed)
-        train = reviews(steps * BATCH_SIZE, seed=seed)
-        examples = _examples(rng, train)
-        corpus = [p + a for p, a in examples[:4000]]
+        examples = training_examples(steps, seed)
+        corpus = [p + a for p, a in examples[:TOKENIZER_EXAMPLES]]
         corpus += [WRITE_PROMPT.format(label=label, product=p) for label in LABELS for p in TRAIN_PRODUCTS]
         tok = _train_tokenizer(corpus)
         config = Phi3Config(
@@ -168,12 +225,12 @@ def build_tiny_model(path: Path, steps: int = TRAIN_STEPS, seed: int = SEED) -> 
         )
         model = Phi3ForCausalLM(config)
         encoded = [_encode(tok, p, a) for p, a in examples]
-        loss = _train(model, encoded, tok.pad_token_id, steps)
+        loss = _train(model, encoded, tok.pad_token_id, steps, seed)
         model.eval()
         meta = {
             "name": "phi4-tiny",
             "version": TINY_VERSION,
-            "seed": seed,
+            "build": _settings(steps, seed),
             "steps": steps,
             "final_loss": round(loss, 4),
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -187,7 +244,24 @@ def build_tiny_model(path: Path, steps: int = TRAIN_STEPS, seed: int = SEED) -> 
         torch.set_num_threads(threads)
 
 
-def _train(model: Phi3ForCausalLM, encoded: list[tuple[list[int], list[int]]], pad_id: int, steps: int) -> float:
+def _length_batches(
+    encoded: list[tuple[list[int], list[int]]], steps: int, rng: random.Random
+) -> list[list[tuple[list[int], list[int]]]]:
+    """``steps`` batches of similar-length rows, in shuffled order within each run of BUCKET_BATCHES."""
+    span = BATCH_SIZE * BUCKET_BATCHES
+    rows = encoded[: steps * BATCH_SIZE]
+    out: list[list[tuple[list[int], list[int]]]] = []
+    for start in range(0, len(rows), span):
+        chunk = sorted(rows[start : start + span], key=lambda r: len(r[0]))
+        group = [chunk[i : i + BATCH_SIZE] for i in range(0, len(chunk), BATCH_SIZE)]
+        rng.shuffle(group)
+        out += group
+    return out
+
+
+def _train(
+    model: Phi3ForCausalLM, encoded: list[tuple[list[int], list[int]]], pad_id: int, steps: int, seed: int
+) -> float:
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.01)
     warmup = max(1, steps // 20)
@@ -195,8 +269,8 @@ def _train(model: Phi3ForCausalLM, encoded: list[tuple[list[int], list[int]]], p
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
     ema = None
-    for step in range(steps):
-        batch = _batch(encoded[step * BATCH_SIZE : (step + 1) * BATCH_SIZE], pad_id)
+    for rows in _length_batches(encoded, steps, random.Random(seed)):
+        batch = _batch(rows, pad_id)
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -208,6 +282,7 @@ def _train(model: Phi3ForCausalLM, encoded: list[tuple[list[int], list[int]]], p
 
 
 def _save(path: Path, model: Phi3ForCausalLM, tok: PreTrainedTokenizerFast, meta: dict[str, object]) -> None:
+    """Write into a temporary sibling, record every file's sha256 in the metadata, then swap it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
     model.generation_config = GenerationConfig(
@@ -217,7 +292,29 @@ def _save(path: Path, model: Phi3ForCausalLM, tok: PreTrainedTokenizerFast, meta
     )
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    meta["files"] = file_digests(tmp)
     (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.chmod(0o755)  # mkdtemp and safetensors make them private; the shipped copy is read by everyone
+    for f in tmp.iterdir():
+        f.chmod(0o644)
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``--write-artifact`` regenerates the shipped model; ``--output DIR`` builds a copy elsewhere."""
+    parser = argparse.ArgumentParser(prog="python -m phifleet.engine.tiny.build", description=__doc__.split("\n")[0])
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--write-artifact", action="store_true", help=f"rebuild the shipped {SHIPPED_DIR.name}/")
+    where.add_argument("--output", type=Path, help="directory to build into")
+    parser.add_argument("--steps", type=int, default=TRAIN_STEPS, help="training steps (the artifact's default)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    meta = build_tiny_model(SHIPPED_DIR if args.write_artifact else args.output, steps=args.steps)
+    print(json.dumps(meta, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

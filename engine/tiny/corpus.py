@@ -1,14 +1,23 @@
-"""Generated product reviews that teach the tiny model to label sentiment and to write reviews.
+"""The reviews phi4-tiny learns from: three sources mixed, so it labels more than one phrasing.
 
-Training and held-out reviews come from disjoint sentence templates and disjoint product nouns, so
-held-out accuracy measures generalisation to new phrasings. The sentiment vocabulary is shared: a
-model cannot know the polarity of a word it has never seen.
+- The template family (``TRAIN_TEMPLATES``): short one-line reviews over a fixed sentiment vocabulary,
+  three labels. ``reviews(held_out=True)`` draws from disjoint templates and products: that is how
+  ``examples/make_reviews.py`` made the bundled examples, which therefore stay held out.
+- The grammar (``grammar.py``): multi-sentence reviews in everyday phrasing with negation,
+  intensifiers, events, comparisons and concessions; and label-agnostic frames around sentiment words.
+- Hand-written reviews (``handwritten.py``).
+
+Half the reviews also get made-up words (as the product, or inserted): without them the model read any
+unfamiliar phrasing as negative. Version 1 trained on the template family alone: 71% on
+``examples/natural_reviews.jsonl``, against 81% for version 2.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+
+from phifleet.engine.tiny import grammar, handwritten
 
 LABELS = ("positive", "negative", "neutral")
 
@@ -274,3 +283,69 @@ def reviews(n: int, seed: int, held_out: bool = False) -> list[Review]:
     templates = HELD_OUT_TEMPLATES if held_out else TRAIN_TEMPLATES
     products = HELD_OUT_PRODUCTS if held_out else TRAIN_PRODUCTS
     return [_review(rng, templates, products, LABELS[i % len(LABELS)]) for i in range(n)]
+
+
+# Share of each source in training; the rest is the grammar. Handwritten rows repeat (there are ~90).
+TEMPLATE_SHARE = 0.3
+FRAMED_SHARE = 0.25
+HANDWRITTEN_SHARE = 0.07
+HANDWRITTEN: dict[str, tuple[str, ...]] = {
+    "positive": handwritten.POSITIVE,
+    "negative": handwritten.NEGATIVE,
+    "neutral": handwritten.NEUTRAL,
+}
+
+FRAMED_WORDS: dict[str, tuple[str, ...]] = {
+    "positive": SENTIMENT_WORDS["positive"] + grammar.POSITIVE_ADJ,
+    "negative": SENTIMENT_WORDS["negative"] + grammar.NEGATIVE_ADJ,
+    "neutral": SENTIMENT_WORDS["neutral"] + grammar.NEUTRAL_ADJ,
+}
+
+
+NONCE_SHARE = 0.5  # reviews whose product becomes a made-up word, or that get made-up words inserted
+SYLLABLES = ("ba", "ko", "ri", "mu", "te", "za", "lo", "ven", "dri", "sul", "po", "gar", "ni", "fex", "tor", "qui")
+
+
+def _nonce(rng: random.Random) -> str:
+    """A made-up word: syllables, or random letters (which split into all sorts of rarely seen tokens)."""
+    if rng.random() < 0.5:
+        return "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4)))
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9)))
+
+
+def _with_nonce(rng: random.Random, review: Review) -> Review:
+    """Made-up words in reviews of every label: words the model never saw must not hint at a label.
+
+    Without this, v2's first builds read unfamiliar phrasing (new products, new sentence frames) as negative.
+    """
+    text = review.text
+    if review.product in text and rng.random() < 0.5:
+        return Review(text.replace(review.product, _nonce(rng)), review.label, review.product)
+    words = text.split(" ")
+    phrase = " ".join(_nonce(rng) for _ in range(rng.randint(1, 3)))
+    words.insert(rng.randrange(len(words) + 1), phrase)
+    return Review(" ".join(words), review.label, review.product)
+
+
+def _mixed_review(rng: random.Random, label: str) -> Review:
+    review = _source_review(rng, label)
+    return _with_nonce(rng, review) if rng.random() < NONCE_SHARE else review
+
+
+def _source_review(rng: random.Random, label: str) -> Review:
+    r = rng.random()
+    if r < TEMPLATE_SHARE:
+        return _review(rng, TRAIN_TEMPLATES, TRAIN_PRODUCTS, label)
+    if r < TEMPLATE_SHARE + FRAMED_SHARE:
+        text, product = grammar.framed_review(rng, label, FRAMED_WORDS[label])
+        return Review(text, label, product)
+    if r < TEMPLATE_SHARE + FRAMED_SHARE + HANDWRITTEN_SHARE:
+        return Review(rng.choice(HANDWRITTEN[label]), label, "product")
+    text, product = grammar.natural_review(rng, label)
+    return Review(text, label, product)
+
+
+def training_reviews(n: int, seed: int) -> list[Review]:
+    """n training reviews, labels balanced, drawn from the three sources."""
+    rng = random.Random(seed)
+    return [_mixed_review(rng, LABELS[i % len(LABELS)]) for i in range(n)]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the phifleet console script as a subprocess (tests/conftest.py)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,6 +41,7 @@ def test_model_info(tiny_dir):
 
 
 def test_generate_one(tiny_dir):
+    """A prompt from phi4-tiny's training templates: it answers the label and stops."""
     prompt = "The kettle is awful."
     system = "Classify the text as one of: positive, negative, neutral. Answer with the label only."
     out = phifleet("generate-one", prompt, "--system", system, "--model", str(tiny_dir)).stdout
@@ -47,6 +50,7 @@ def test_generate_one(tiny_dir):
 
 
 def test_generate_one_stream(tiny_dir):
+    """A trained prompt: phi4-tiny's review runs past 4 tokens (it trained on 5+ word ones), so it ends by length."""
     out = phifleet(
         "generate-one",
         "Write a negative review of a lamp.",
@@ -59,18 +63,28 @@ def test_generate_one_stream(tiny_dir):
     assert "finish=length" in out and "completion_tokens=4" in out
 
 
+def eval_accuracy(name: str, tiny_dir, *args: str) -> tuple[float, str]:
+    out = phifleet("model", "eval", str(ROOT / "examples" / name), "--model", str(tiny_dir), *args).stdout
+    return float(out.split("accuracy ")[1].split("%")[0]), out
+
+
 def test_eval_on_bundled_examples(tiny_dir):
-    out = phifleet("model", "eval", str(ROOT / "examples" / "reviews.jsonl"), "--model", str(tiny_dir)).stdout
-    accuracy = float(out.split("accuracy ")[1].split("%")[0])
+    accuracy, out = eval_accuracy("reviews.jsonl", tiny_dir)  # the file's labels: negative, neutral, positive
     assert accuracy >= 90.0, out
+
+
+def test_eval_on_natural_reviews(tiny_dir):
+    accuracy, out = eval_accuracy("natural_reviews.jsonl", tiny_dir, "--labels", "positive,negative")
+    assert accuracy >= 80.0, out
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["generate-one", "hi", "--model", "/nonexistent/model"], "error (model): model directory"),
-        (["generate-one", "hi", "--dtype", "float8"], "invalid configuration: dtype"),
-        (["generate-one", "hi", "--max-tokens", "0"], "error (max_tokens)"),
+        (["generate-one", "hi", "--dtype", "float8"], "argument --dtype: invalid choice: 'float8'"),
+        (["generate-one", "hi", "--max-tokens", "0"], "invalid configuration: task.max_tokens (--max-tokens): Input"),
+        (["serve", "--max-replicas", "0"], "deployment.autoscaling.max_replicas (--max-replicas): Input"),
     ],
 )
 def test_errors_are_one_clear_line(args, message, tiny_dir):

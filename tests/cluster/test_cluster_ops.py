@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 import yaml
+
 from phifleet.cluster.cli import main
 from phifleet.jobs.config import JobConfig
 from phifleet.serve.config import ServeConfig
-
 from tests.cluster.fake_kube import FakeKube
 from tests.helm.conftest import CHART, render
+
+pytestmark = pytest.mark.slow  # starts Ray, Serve, helm or a phifleet process (tests/conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 MOUNT = "/etc/phifleet/job/job.json"
@@ -47,7 +49,7 @@ class EntrypointOperator:
             entrypoint = job["spec"]["entrypoint"]
             self.entrypoints.append(entrypoint)
             argv = entrypoint.replace(MOUNT, str(config)).split()
-            assert argv[:3] == ["python", "-m", "jobs"]
+            assert argv[:3] == ["python", "-m", "phifleet.jobs"]
             env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}
             log = (self.workdir / f"{name}.log").open("w")
             self.procs[name] = subprocess.Popen([sys.executable, *argv[1:]], env=env, stdout=log, stderr=log)
@@ -183,7 +185,10 @@ def test_status_reports_conditions_apps_workers_and_endpoint(tmp_path, capsys, h
 
 def test_render_gives_values_that_reproduce_the_configs(tmp_path, capsys, helm):
     serve = ServeConfig.model_validate(
-        {"model_name": "phi-4", "engine": {"model": "/models/phi-4"}, "num_gpus": 1, "autoscaling": {"max_replicas": 3}}
+        {
+            "engine": {"model": "/models/phi-4", "served_model_name": "phi-4"},
+            "deployment": {"num_gpus": 1, "autoscaling": {"max_replicas": 3}},
+        }
     )
     (tmp_path / "serve.yaml").write_text(yaml.safe_dump(serve.model_dump(mode="json")))
     job = job_file(tmp_path, "abfs://c/in/", tmp_path / "out")

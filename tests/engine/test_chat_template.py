@@ -1,8 +1,9 @@
 import pytest
+from transformers import AutoTokenizer
+
 from phifleet.engine.chat_template import GENERATION_PROMPT, render_chat
 from phifleet.engine.errors import InvalidRequestError
 from phifleet.engine.prompts import classification_prompt
-from transformers import AutoTokenizer
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},

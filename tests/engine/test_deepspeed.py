@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
+
 from phifleet.engine import EngineConfig
 from phifleet.engine.deepspeed_prep import check_tensor_parallel, has_injection_policy, localize_attention_heads
 from phifleet.engine.errors import UnsupportedConfigError
-from transformers import AutoModelForCausalLM
 
 
 def test_engine_is_deepspeed_prepared(engine, hf_engine):

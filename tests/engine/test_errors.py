@@ -1,6 +1,8 @@
 """Every bad input raises a clear error type whose message and ``param`` name the problem."""
 
 import pytest
+from pydantic import ValidationError
+
 from phifleet.engine import (
     ContextLengthExceededError,
     Engine,
@@ -11,7 +13,6 @@ from phifleet.engine import (
     SamplingParams,
     UnsupportedConfigError,
 )
-from pydantic import ValidationError
 
 
 @pytest.mark.parametrize("prompt", ["", "   "])

@@ -1,6 +1,12 @@
-"""Generation on the tiny model: batching modes agree, limits and stop strings hold, seeds reproduce."""
+"""Generation on the tiny model: batching modes agree, limits and stop strings hold, seeds reproduce.
+
+No test depends on what the model happens to say: comparisons are between two ways of generating the same
+thing, lengths come from ``ignore_eos``, and the few answers checked are what it was trained to give
+(a label for a trained classification prompt; a review of several words for "Write a ... review").
+"""
 
 import pytest
+
 from phifleet.engine import GenerationRequest, SamplingParams
 from phifleet.engine.chat_template import render_chat
 
@@ -31,12 +37,15 @@ def greedy(max_tokens: int = 24, **kw) -> SamplingParams:
 
 
 def test_batched_equals_one_by_one_greedy(engine):
-    requests = [GenerationRequest(p, greedy(max_tokens=8 + 4 * i)) for i, p in enumerate(PROMPTS)]
+    """Every other request runs to max_tokens, so the batch holds sequences that stop at different steps."""
+    requests = [
+        GenerationRequest(p, greedy(max_tokens=8 + 4 * i, ignore_eos=i % 2 == 0)) for i, p in enumerate(PROMPTS)
+    ]
     batched = engine.generate(requests)
     single = [engine.generate([r])[0] for r in requests]
     assert [b.token_ids for b in batched] == [s.token_ids for s in single]
     assert [b.text for b in batched] == [s.text for s in single]
-    assert any(b.completion_tokens > 3 for b in batched)
+    assert [b.completion_tokens for b in batched[::2]] == [8, 16, 24]
 
 
 def test_static_equals_continuous_greedy(engine, continuous_engine):
@@ -55,13 +64,15 @@ def test_continuous_stream_matches_generate(continuous_engine):
 
 
 def test_trained_model_answers_the_label(engine):
+    """A prompt from the training templates: the answer is its label, then <|im_end|>."""
     out = engine.generate([GenerationRequest(PROMPTS[3], greedy())])[0]
     assert out.text == "negative"
     assert out.finish_reason == "stop"  # ended at <|im_end|>
 
 
 def test_max_tokens_gives_length(engine):
-    out = engine.generate([GenerationRequest(PROMPTS[4], greedy(max_tokens=3))])[0]
+    """Asked to write a review (trained answers run longer than 3 tokens), it is cut at max_tokens."""
+    out = engine.generate([GenerationRequest(PROMPTS[0], greedy(max_tokens=3))])[0]
     assert out.finish_reason == "length"
     assert out.completion_tokens == 3
     assert len(out.token_ids) == 3
@@ -74,20 +85,20 @@ def test_usage_counts_match_tokenizer(engine):
 
 
 def test_stop_string_truncates_and_finishes(engine):
-    full = engine.generate([GenerationRequest(PROMPTS[0], greedy())])[0].text
+    full = engine.generate([GenerationRequest(PROMPTS[0], greedy(ignore_eos=True))])[0].text
     words = full.split(" ")
     assert len(words) >= 3, full
     stop = " " + words[2]
-    out = engine.generate([GenerationRequest(PROMPTS[0], greedy(stop=(stop,)))])[0]
+    out = engine.generate([GenerationRequest(PROMPTS[0], greedy(stop=(stop,), ignore_eos=True))])[0]
     assert out.text == full[: full.index(stop)]
     assert out.finish_reason == "stop"
     assert stop not in out.text
 
 
 def test_stream_matches_generate_and_withholds_stop_prefix(engine):
-    full = engine.generate([GenerationRequest(PROMPTS[0], greedy())])[0].text
+    full = engine.generate([GenerationRequest(PROMPTS[0], greedy(ignore_eos=True))])[0].text
     stop = full.split(" ")[2]
-    request = GenerationRequest(PROMPTS[0], greedy(stop=(" " + stop,)))
+    request = GenerationRequest(PROMPTS[0], greedy(stop=(" " + stop,), ignore_eos=True))
     deltas = list(engine.stream(request))
     assert "".join(d.text for d in deltas) == engine.generate([request])[0].text
     assert all(d.finish_reason is None for d in deltas[:-1])
@@ -96,14 +107,14 @@ def test_stream_matches_generate_and_withholds_stop_prefix(engine):
 
 
 def test_closing_a_stream_early_stops_generation(engine):
-    stream = engine.stream(GenerationRequest(PROMPTS[4], greedy(max_tokens=200)))
+    stream = engine.stream(GenerationRequest(PROMPTS[4], greedy(max_tokens=200, ignore_eos=True)))
     next(stream)
     stream.close()  # a client that went away: nothing else runs, and the engine stays usable
     assert engine.generate([GenerationRequest(PROMPTS[3], greedy())])[0].text == "negative"
 
 
 def sampled(seed: int | None) -> SamplingParams:
-    return SamplingParams(max_tokens=20, temperature=1.0, top_p=0.95, top_k=50, seed=seed)
+    return SamplingParams(max_tokens=20, temperature=1.0, top_p=0.95, top_k=50, seed=seed, ignore_eos=True)
 
 
 def test_seeded_sampling_is_reproducible_whatever_the_batch(engine):
@@ -136,6 +147,7 @@ def test_continuous_sampling_respects_per_request_params(continuous_engine):
     assert out.token_ids == continuous_engine.generate([GenerationRequest(PROMPTS[1], greedy(12))])[0].token_ids
 
 
+@pytest.mark.slow  # a subprocess that loads torch and the engine
 def test_continuous_batching_is_bounded_and_does_not_block_exit(tiny_dir):
     """transformers sizes its paged cache from free memory (system RAM on a CPU) and runs a non-daemon
     thread; the engine bounds the cache by max_batch_tokens and stops the thread at interpreter exit."""
@@ -146,7 +158,7 @@ def test_continuous_batching_is_bounded_and_does_not_block_exit(tiny_dir):
 import resource
 from phifleet.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 e = Engine(EngineConfig(model={str(tiny_dir)!r}, batching="continuous"))
-r = e.generate([GenerationRequest("Once upon a time", SamplingParams(max_tokens=4, temperature=0))])
+r = e.generate([GenerationRequest({PROMPTS[0]!r}, SamplingParams(max_tokens=4, temperature=0))])
 print(r[0].completion_tokens, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """  # no e.close(): the process must still exit
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -187,7 +199,7 @@ def test_stream_batch_streams_many_requests_as_one_batch(engine):
 
 
 def test_stream_batch_cancels_one_request_and_keeps_the_others(engine):
-    reqs = [GenerationRequest("x", greedy(max_tokens=200)), GenerationRequest("x", greedy(max_tokens=40))]
+    reqs = [GenerationRequest("x", greedy(max_tokens=n, ignore_eos=True)) for n in (200, 40)]
     counts = {0: 0, 1: 0}
     finished = set()
     for i, delta in engine.stream_batch(reqs, cancelled=lambda i: i == 0 and counts[0] >= 3):

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from phifleet.engine.errors import InvalidRequestError
 from phifleet.engine.forward import pad
 from phifleet.engine.prompts import classification_prompt

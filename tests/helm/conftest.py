@@ -14,6 +14,7 @@ from typing import Any
 
 import jsonschema
 import yaml
+
 from phifleet.helm import CHART_DIR as CHART
 from phifleet.helm import KUBERAY_SCHEMAS_DIR as KUBERAY_SCHEMAS
 

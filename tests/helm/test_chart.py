@@ -7,11 +7,13 @@ import json
 import kubernetes_validate
 import pytest
 import yaml
+
 from phifleet.cluster.chart_values import CHART_DIR, README_PATH, SCHEMA_PATH, readme_text, schema_text
 from phifleet.jobs.config import JobConfig
 from phifleet.serve.config import SERVE_RAY_ENV, ServeConfig
-
 from tests.helm.conftest import CHART, EXAMPLES, KUBE_VERSION, by_kind, kuberay_validator, render, run_helm
+
+pytestmark = pytest.mark.slow  # starts Ray, Serve, helm or a phifleet process (tests/conftest.py)
 
 RAY_KINDS = {"RayService", "RayJob", "RayCluster"}
 # Prometheus Operator CRDs: no schema here; their shape is asserted in test_metrics_objects.
@@ -115,12 +117,14 @@ def test_network_policy_exposes_only_the_serve_port(helm):
 
 
 def test_api_keys_secret_is_mounted_and_passed_to_the_app(helm):
-    docs = render(helm, "--set", "apiKeys.keys={sk-aaaaaaaa,sk-bbbbbbbb}")
+    docs = render(
+        helm, "--set", "apiKeys.keys={sk-aaaaaaaa,sk-bbbbbbbb}", "--set", "serve.config.auth.api_keys_env=MY_KEYS"
+    )
     (secret,) = by_kind(docs, "Secret")
     assert secret["stringData"]["api-keys"].split() == ["sk-aaaaaaaa", "sk-bbbbbbbb"]
     (svc,) = by_kind(docs, "RayService")
     args = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"][0]["args"]
-    assert args["api_keys_file"] == "/etc/phifleet/secrets/api-keys"
+    assert args["auth"] == {"api_keys_env": "MY_KEYS", "api_keys_file": "/etc/phifleet/secrets/api-keys"}
     worker = svc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
     mounts = {m["name"]: m["mountPath"] for m in worker["containers"][0]["volumeMounts"]}
     assert mounts["api-keys"] == "/etc/phifleet/secrets"
@@ -178,7 +182,12 @@ def test_upgrading_model_or_replicas_updates_the_same_rayservice(helm):
     base = ["-f", str(CHART / "values-cpu-dev.yaml")]
     before = render(helm, *base)
     after = render(
-        helm, *base, "--set", "serve.config.autoscaling.max_replicas=3", "--set", "serve.config.model_name=tiny2"
+        helm,
+        *base,
+        "--set",
+        "serve.config.deployment.autoscaling.max_replicas=3",
+        "--set",
+        "serve.config.engine.served_model_name=tiny2",
     )
     assert [(d["kind"], d["metadata"]["name"]) for d in before] == [(d["kind"], d["metadata"]["name"]) for d in after]
     changed = [d["kind"] for d, e in zip(before, after, strict=True) if d != e]
@@ -186,16 +195,20 @@ def test_upgrading_model_or_replicas_updates_the_same_rayservice(helm):
     (svc,) = by_kind(after, "RayService")
     assert svc["spec"]["upgradeStrategy"]["type"] == "None"
     args = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"][0]["args"]
-    assert args["autoscaling"]["max_replicas"] == 3 and args["model_name"] == "tiny2"
+    assert args["deployment"]["autoscaling"]["max_replicas"] == 3 and args["engine"]["served_model_name"] == "tiny2"
 
 
 BAD_VALUES = [
     (["--set", "gpuWorkers.minReplicas=-1"], "gpuWorkers/minReplicas"),
     (["--set", "gpuWorkers.maxReplicas=1", "--set", "gpuWorkers.minReplicas=2"], "gpuWorkers.maxReplicas"),
-    (["--set", "serve.config.autoscaling.min_replicas=5"], "serve.config.autoscaling.max_replicas"),
+    (
+        ["--set", "serve.config.deployment.autoscaling.min_replicas=5"],
+        "serve.config.deployment.autoscaling.max_replicas",
+    ),
     (["--set", "job.config.pool.min_replicas=9"], "job.config.pool.max_replicas"),
     (["--set", "serve.config.engine.dtyp=bfloat16"], "dtyp"),
-    (["--set", "serve.config.num_gpus=lots"], "serve/config/num_gpus"),
+    (["--set", "serve.config.deployment.num_gpus=lots"], "serve/config/deployment/num_gpus"),
+    (["--set", "serve.config.model_name=phi-4"], "model_name"),
     (["--set", "serve.upgradeStrategy=Rolling"], "serve/upgradeStrategy"),
     (["--set", "replicaCount=2"], "replicaCount"),
     (["--set", "model.volume=nfs"], "model/volume"),

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.checkov import assert_clean, checkov_results
 from tests.helm.conftest import CHART, EXAMPLES, render
+
+pytestmark = pytest.mark.slow  # starts Ray, Serve, helm or a phifleet process (tests/conftest.py)
 
 
 def ray_pods(doc: dict) -> list[dict]:

@@ -15,6 +15,8 @@ import yaml
 
 from tests.checkov import assert_clean, checkov_results
 
+pytestmark = pytest.mark.slow  # starts Ray, Serve, helm or a phifleet process (tests/conftest.py)
+
 ROOT = Path(__file__).resolve().parents[2]
 AZURE = ROOT / "infra" / "azure"
 CHART_VALUES = ROOT / "helm" / "phifleet" / "values.yaml"

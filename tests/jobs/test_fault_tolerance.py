@@ -1,16 +1,19 @@
 """The promises under failure: every row ends in exactly one result or error, across crashes and re-runs.
 
 These run the job as a user would (a separate process with its own embedded Ray), so a crash is a real
-process death, not an exception.
+process death, not an exception. tests/jobs/faults.py wraps the real stages to cause it.
 """
 
 import json
 from collections import Counter
 
+import pytest
 import yaml
-from phifleet.jobs.sinks import load_committed
 
+from phifleet.jobs.sinks import load_committed
 from tests.jobs.conftest import REVIEWS, read_errors, read_jsonl, read_results, run_cli, write_jsonl
+
+pytestmark = pytest.mark.slow  # starts Ray, Serve, helm or a phifleet process (tests/conftest.py)
 
 
 def job_file(tmp_path, src, out, batch_size=16) -> str:
@@ -31,7 +34,7 @@ def test_resume_after_the_driver_dies(tmp_path):
     out = tmp_path / "out"
     config = job_file(tmp_path, src, out)
 
-    crashed = run_cli("jobs", "--config", config, env={"PHIFLEET_TEST_KILL_DRIVER_AFTER_SHARDS": "3"})
+    crashed = run_cli("tests.jobs.faults", "--config", config, "--kill-driver-after-shards", "3")
     assert crashed.returncode == -9, crashed.stderr[-2000:]  # SIGKILLed mid-job
     partial = load_committed(str(out))
     assert 0 < len(partial.keys) < 161  # some rows committed, not all
@@ -58,12 +61,8 @@ def test_a_replica_that_dies_is_restarted_and_its_batch_retried(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", read_jsonl(REVIEWS)[:96])
     out = tmp_path / "out"
     marker = tmp_path / "crashed"
-    proc = run_cli(
-        "jobs",
-        "--config",
-        job_file(tmp_path, src, out),
-        env={"PHIFLEET_TEST_CRASH_REPLICA_MARKER": str(marker), "PHIFLEET_TEST_CRASH_REPLICA_AT_CALL": "2"},
-    )
+    config = job_file(tmp_path, src, out)
+    proc = run_cli("tests.jobs.faults", "--config", config, "--crash-replica-at", "2", "--marker", str(marker))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert marker.exists()  # the replica process really died mid-job
     ids = Counter(r["id"] for r in read_results(out))

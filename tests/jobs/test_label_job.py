@@ -3,10 +3,13 @@
 import json
 
 import pyarrow.parquet as pq
+import pytest
+
 from phifleet.jobs.config import InputConfig, JobConfig, LabelTask, OutputConfig, PoolConfig
 from phifleet.jobs.pipeline import run_job
-
 from tests.jobs.conftest import REVIEWS, read_errors, read_jsonl, read_results, write_jsonl
+
+pytestmark = pytest.mark.slow  # starts Ray, Serve, helm or a phifleet process (tests/conftest.py)
 
 LABELS = ["positive", "negative", "neutral"]
 
@@ -98,3 +101,16 @@ def test_parquet_csv_directory_glob_and_file_url(ray_local, tmp_path):
     out = tmp_path / "glob"
     run_job(label_job(f"file://{folder}/*.parquet", out, output={"format": "jsonl"}))
     assert sorted(r["id"] for r in read_results(out)) == sorted(r["id"] for r in data[:20])
+
+
+def test_a_stage_list_that_does_not_line_up_fails_before_the_job_starts(tmp_path):
+    from phifleet.jobs.stages import StageWiringError, default_stages
+
+    out = tmp_path / "out"
+
+    def without_replica(spec):
+        return [stage for stage in default_stages(spec) if stage.name != "replica"]
+
+    with pytest.raises(StageWiringError, match=r"stage 'write' needs columns \['output'\] that stage 'prepare'"):
+        run_job(label_job(REVIEWS, out), stages=without_replica)
+    assert not out.exists()  # nothing read, nothing written

@@ -17,8 +17,9 @@ def free_port() -> int:
 @contextmanager
 def running_app(name: str, config: dict[str, Any]) -> Iterator[str]:
     """`phifleet.serve.app:build_app(config)` served under `name`; yields its base URL; deletes it and stops Serve."""
-    from phifleet.serve.app import build_app
     from ray import serve
+
+    from phifleet.serve.app import build_app
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -8,6 +8,8 @@ import pytest
 
 from tests.serve.conftest import running_app
 
+pytestmark = pytest.mark.slow  # starts Ray, Serve, helm or a phifleet process (tests/conftest.py)
+
 
 def running_replicas() -> int:
     from ray import serve
@@ -30,16 +32,17 @@ def wait_for(predicate, timeout_s: float) -> bool:
 @pytest.fixture(scope="module")
 def scaling_server(ray_local, tiny_dir):
     config = {
-        "engine": {"model": str(tiny_dir)},
-        "model_name": "phi4-tiny",
-        "num_cpus": 0.25,
-        "autoscaling": {
-            "min_replicas": 1,
-            "max_replicas": 2,
-            "target_ongoing_requests": 1,
-            "upscale_delay_s": 1,
-            "downscale_delay_s": 3,
-            "look_back_period_s": 2,
+        "engine": {"model": str(tiny_dir), "served_model_name": "phi4-tiny"},
+        "deployment": {
+            "num_cpus": 0.25,
+            "autoscaling": {
+                "min_replicas": 1,
+                "max_replicas": 2,
+                "target_ongoing_requests": 1,
+                "upscale_delay_s": 1,
+                "downscale_delay_s": 3,
+                "look_back_period_s": 2,
+            },
         },
     }
     with running_app("scaling", config) as url:
@@ -55,7 +58,9 @@ def test_scales_up_under_load_and_back_down(scaling_server):
     def caller() -> None:  # each request ~0.5-1 s of generation: 4 callers keep ~4 requests ongoing
         while not stop.is_set():
             try:
-                client.completions.create(model="phi4-tiny", prompt="x", max_tokens=300, temperature=0)
+                client.completions.create(
+                    model="phi4-tiny", prompt="x", max_tokens=300, temperature=0, extra_body={"ignore_eos": True}
+                )
             except BaseException as exc:
                 errors.append(exc)
                 return

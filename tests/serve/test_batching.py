@@ -10,6 +10,7 @@ import asyncio
 import time
 
 import pytest
+
 from phifleet.serve.batching import Batcher
 
 

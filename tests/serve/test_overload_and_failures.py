@@ -10,16 +10,15 @@ import pytest
 
 from tests.serve.conftest import running_app
 
+pytestmark = pytest.mark.slow  # starts Ray, Serve, helm or a phifleet process (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def small_server(ray_local, tiny_dir):
     """One replica that takes one request at a time and queues at most one more."""
     config = {
-        "engine": {"model": str(tiny_dir)},
-        "model_name": "phi4-tiny",
-        "max_ongoing_requests": 1,
-        "max_queued_requests": 1,
-        "batch_wait_timeout_s": 0.0,
+        "engine": {"model": str(tiny_dir), "served_model_name": "phi4-tiny"},
+        "deployment": {"max_ongoing_requests": 1, "max_queued_requests": 1, "batch_wait_timeout_s": 0.0},
     }
     with running_app("small", config) as url:
         yield url
@@ -31,7 +30,9 @@ def test_burst_beyond_the_queue_bound_gets_429s_not_hangs(small_server):
 
         async def one():
             try:
-                await client.completions.create(model="phi4-tiny", prompt="Once upon a time", max_tokens=200)
+                await client.completions.create(
+                    model="phi4-tiny", prompt="Once upon a time", max_tokens=200, extra_body={"ignore_eos": True}
+                )
                 return 200, None
             except openai.RateLimitError as exc:
                 return 429, exc.response.headers.get("retry-after")
@@ -55,9 +56,11 @@ def test_a_replica_killed_mid_request_fails_it_with_500_and_is_replaced(small_se
     assert actors, "no replica actor found"
     failures: list[BaseException] = []
 
-    def long_request() -> None:  # 'x' repeats a word to max_tokens: ~5 s of generation
+    def long_request() -> None:  # 2,000 tokens with ignore_eos: ~5 s of generation whatever the model says
         try:
-            client.completions.create(model="phi4-tiny", prompt="x", max_tokens=2000, temperature=0)
+            client.completions.create(
+                model="phi4-tiny", prompt="x", max_tokens=2000, temperature=0, extra_body={"ignore_eos": True}
+            )
         except BaseException as exc:
             failures.append(exc)
 
@@ -82,11 +85,12 @@ def test_a_replica_killed_mid_request_fails_it_with_500_and_is_replaced(small_se
 
 def test_no_replica_ready_gives_503_at_once_not_a_hang(small_server):
     """A replica that asks for a GPU this machine lacks never starts: requests get 503 + Retry-After."""
-    from phifleet.serve.app import build_app
     from ray import serve
     from ray.serve.api import RunTarget
 
-    app = build_app({"num_gpus": 1, "ready_timeout_s": 1.0, "model_name": "phi4-tiny"})
+    from phifleet.serve.app import build_app
+
+    app = build_app({"deployment": {"num_gpus": 1}, "http": {"ready_timeout_s": 1.0}})  # served as phi4-tiny
     serve.run_many([RunTarget(app, name="nogpu", route_prefix="/nogpu")], wait_for_applications_running=False)
     try:
         client = openai.OpenAI(base_url=f"{small_server}/nogpu/v1", api_key="x", max_retries=0, timeout=30)

@@ -9,11 +9,14 @@ from ray import serve
 from tests.serve.conftest import running_app
 from tests.serve.test_openai_server import classify_messages
 
+pytestmark = pytest.mark.slow  # starts Ray, Serve, helm or a phifleet process (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def single(ray_local, tiny_dir):
     with running_app(
-        "single", {"engine": {"model": str(tiny_dir)}, "model_name": "phi4-tiny", "layout": "single"}
+        "single",
+        {"engine": {"model": str(tiny_dir), "served_model_name": "phi4-tiny"}, "deployment": {"layout": "single"}},
     ) as url:
         yield url
 

@@ -70,9 +70,9 @@ uses `fail`: `helm lint` cannot pass --api-versions, so there it is only logged 
 {{- include "phifleet.invalid" (printf "%s.replicas (%v) must be between %s.minReplicas (%v) and maxReplicas (%v)" $group $g.replicas $group $g.minReplicas $g.maxReplicas) -}}
 {{- end -}}
 {{- end -}}
-{{- $a := .Values.serve.config.autoscaling | default dict -}}
+{{- $a := dig "deployment" "autoscaling" dict (.Values.serve.config | default dict) -}}
 {{- if lt (int (dig "max_replicas" 1 $a)) (int (dig "min_replicas" 1 $a)) -}}
-{{- include "phifleet.invalid" (printf "serve.config.autoscaling.max_replicas (%v) must be >= serve.config.autoscaling.min_replicas (%v)" (dig "max_replicas" 1 $a) (dig "min_replicas" 1 $a)) -}}
+{{- include "phifleet.invalid" (printf "serve.config.deployment.autoscaling.max_replicas (%v) must be >= serve.config.deployment.autoscaling.min_replicas (%v)" (dig "max_replicas" 1 $a) (dig "min_replicas" 1 $a)) -}}
 {{- end -}}
 {{- $p := .Values.job.config.pool | default dict -}}
 {{- if lt (int (dig "max_replicas" 1 $p)) (int (dig "min_replicas" 1 $p)) -}}
@@ -89,11 +89,13 @@ uses `fail`: `helm lint` cannot pass --api-versions, so there it is only logged 
 {{- end -}}
 {{- end -}}
 
-{{/* The serve app's args: ServeConfig from values, with the chart-mounted API key file. */}}
+{{/* The serve app's args: ServeConfig from values, with the chart-mounted API key file as auth.api_keys_file. */}}
 {{- define "phifleet.serveArgs" -}}
 {{- $cfg := deepCopy .Values.serve.config -}}
 {{- if .Values.apiKeys.enabled -}}
-{{- $_ := set $cfg "api_keys_file" (printf "/etc/phifleet/secrets/%s" .Values.apiKeys.secretKey) -}}
+{{- $auth := get $cfg "auth" | default dict -}}
+{{- $_ := set $auth "api_keys_file" (printf "/etc/phifleet/secrets/%s" .Values.apiKeys.secretKey) -}}
+{{- $_ := set $cfg "auth" $auth -}}
 {{- end -}}
 {{- toJson $cfg -}}
 {{- end -}}
@@ -112,8 +114,6 @@ applications:
 - name: {{ $k }}
   value: {{ $v | quote }}
 {{- end }}
-- name: PHIFLEET_HOME
-  value: /home/ray/.cache/phifleet
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}

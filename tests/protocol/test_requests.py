@@ -3,9 +3,10 @@
 import pytest
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
-from phifleet.engine.errors import InvalidRequestError
-from phifleet.engine.openai_api import generation_requests, parse_request, response_body
+
 from phifleet.engine.types import GenerationResult
+from phifleet.protocol.errors import OpenAIError
+from phifleet.protocol.requests import ChatCompletionRequest, CompletionRequest, parse_request
 
 
 def test_chat_request_maps_to_engine_requests():
@@ -21,11 +22,20 @@ def test_chat_request_maps_to_engine_requests():
             "unknown": 1,
         },
     )
-    gens = generation_requests(req)
+    gens = req.generation_requests()
     assert len(gens) == 3
     assert gens[0].prompt.startswith("<|im_start|>system<|im_sep|>Be terse.<|im_end|>")  # developer = system
     assert [g.params.seed for g in gens] == [10, 11, 12]
     assert all(g.params.max_tokens == 7 and g.params.stop == ("END",) for g in gens)
+
+
+def test_default_completion_limits_follow_openai():
+    chat = ChatCompletionRequest(messages=[{"role": "user", "content": "x"}])
+    assert chat.sampling().max_tokens == 256
+    assert ChatCompletionRequest(messages=[{"role": "user", "content": "x"}], max_tokens=9).sampling().max_tokens == 9
+    assert CompletionRequest(prompt="x").sampling().max_tokens == 16
+    ignore = CompletionRequest(prompt="x", ignore_eos=True, max_tokens=4).generation_requests()[0].params
+    assert ignore.ignore_eos and ignore.max_tokens == 4
 
 
 @pytest.mark.parametrize(
@@ -42,18 +52,18 @@ def test_chat_request_maps_to_engine_requests():
     ],
 )
 def test_bad_requests_name_the_field(url, body, param):
-    with pytest.raises(InvalidRequestError) as err:
+    with pytest.raises(OpenAIError) as err:
         parse_request(url, body)
-    assert err.value.param == param
+    assert (err.value.status, err.value.param, err.value.type) == (400, param, "invalid_request_error")
+    assert err.value.message.startswith(param)
 
 
 def test_response_bodies_are_valid_openai_objects():
     results = [GenerationResult("hello", "stop", 5, 2, (1, 2)), GenerationResult("hi", "length", 5, 3, (3, 4, 5))]
-    chat = ChatCompletion.model_validate(
-        response_body(
-            parse_request("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}), results, "phi-4"
-        )
-    )
+    chat_req = parse_request("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]})
+    chat = ChatCompletion.model_validate(chat_req.response(results, "phi-4").model_dump())
     assert chat.usage.total_tokens == 10 and chat.choices[1].finish_reason == "length"
-    cmpl = Completion.model_validate(response_body(parse_request("/v1/completions", {"prompt": "x"}), results, "m"))
-    assert cmpl.choices[0].text == "hello" and cmpl.model == "m"
+    assert chat.id.startswith("chatcmpl-") and chat.choices[0].message.content == "hello"
+    cmpl_req = parse_request("/v1/completions", {"prompt": "x"})
+    cmpl = Completion.model_validate(cmpl_req.response(results, "m").model_dump())
+    assert cmpl.choices[0].text == "hello" and cmpl.model == "m" and cmpl.id.startswith("cmpl-")

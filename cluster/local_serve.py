@@ -1,0 +1,81 @@
+"""`phifleet serve`: the serve app on a local (embedded or given) Ray until Ctrl-C.
+
+The config is the --config file with the ServeConfig flags laid over it; the app is the same
+`phifleet.serve.app:build_app` a RayService runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+from phifleet.cluster.flags import ConfigFlags, merge
+
+
+def serve_config(args: argparse.Namespace) -> Any:  # -> ServeConfig
+    import yaml
+
+    from phifleet.serve.config import ServeConfig
+
+    base = (yaml.safe_load(args.config.read_text()) or {}) if args.config else {}
+    flags = ConfigFlags.of(args)
+    return flags.validate(ServeConfig, merge(base, flags.values(args)))
+
+
+def _print_usage(url: str, name: str) -> None:
+    print(f"phifleet is serving {name} at {url}/v1 (Ctrl-C stops it)")
+    print(f"  curl {url}/v1/chat/completions -H 'Content-Type: application/json' -H 'Authorization: Bearer $KEY' \\")
+    print(f'    -d \'{{"model": "{name}", "messages": [{{"role": "user", "content": "Hello"}}]}}\'')
+    print(
+        f"  python -c \"import openai; c = openai.OpenAI(base_url='{url}/v1', api_key='KEY'); "
+        f"print(c.chat.completions.create(model='{name}', messages=[{{'role': 'user', 'content': 'Hi'}}]))\"",
+        flush=True,
+    )
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether a server listens on ``host:port`` already (Serve's proxy would fail later, in a traceback).
+
+    SO_REUSEADDR, as uvicorn sets it: a port left in TIME_WAIT by a stopped server counts as free.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def serve(args: argparse.Namespace) -> int:
+    config = serve_config(args)  # before importing Ray: a bad value fails at once
+    if port_in_use(args.host, args.port):
+        print(
+            f"phifleet: error (--port): {args.host}:{args.port} is already in use; pick another --port", file=sys.stderr
+        )
+        return 2
+    from ray import serve as ray_serve
+
+    from phifleet.jobs.pipeline import init_ray
+    from phifleet.serve.app import build_app, served_name
+    from phifleet.serve.config import SERVE_RAY_ENV
+
+    for key, value in SERVE_RAY_ENV.items():  # reaches the embedded Ray's processes; a cluster has its own
+        os.environ.setdefault(key, value)
+    init_ray(args.address)
+    url = f"http://{args.host}:{args.port}"
+    try:  # Ctrl-C at any point, even while deploying, shuts down cleanly
+        ray_serve.start(http_options={"host": args.host, "port": args.port})
+        ray_serve.run(build_app(config.model_dump(mode="json")), name="phifleet", route_prefix="/")
+        _print_usage(url, served_name(config))
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("shutting down", flush=True)
+    finally:
+        ray_serve.shutdown()
+    return 0

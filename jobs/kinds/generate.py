@@ -1,0 +1,58 @@
+"""Generate jobs: fill the task's prompt template from each row and generate a completion for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from phifleet.engine import Engine, GenerationRequest, SamplingParams
+from phifleet.engine.chat_template import render_chat
+from phifleet.engine.validation import RequestValidator
+from phifleet.jobs.config import GenerateTask
+from phifleet.jobs.kinds.base import JobKind
+from phifleet.jobs.rows import Prepared, RowError, row_seed
+
+
+class GenerateKind(JobKind[GenerateTask]):
+    kind = "generate"
+
+    def prompt(self, record: dict[str, Any]) -> str:
+        """The chat prompt: the optional system message, then the template filled from the row's columns."""
+        try:
+            user = self.task.prompt_template.format_map(record)
+        except KeyError as exc:
+            raise RowError(
+                f"prompt_template needs column {exc.args[0]!r}, missing in this row", param=exc.args[0]
+            ) from None
+        except (ValueError, IndexError) as exc:
+            raise RowError(f"prompt_template cannot be filled from this row: {exc}") from exc
+        system = [{"role": "system", "content": self.task.system}] if self.task.system else []
+        return render_chat([*system, {"role": "user", "content": user}])
+
+    def request(self, prompt: str, rid: str) -> GenerationRequest:
+        """The engine request for a row; seeded per row id, so a row samples the same in any batch or replica."""
+        t = self.task
+        params = SamplingParams(
+            max_tokens=t.max_tokens,
+            temperature=t.temperature,
+            top_p=t.top_p,
+            top_k=t.top_k,
+            seed=None if t.seed is None else row_seed(t.seed, rid),
+            stop=tuple(t.stop),
+        )
+        return GenerationRequest(prompt, params)
+
+    def prepare(self, record: dict[str, Any], rid: str | None, validator: RequestValidator) -> Prepared:
+        prepared = Prepared(str(rid), self.prompt(record))
+        validator.generation(self.request(prepared.prompt, prepared.id))
+        return prepared
+
+    def run(self, engine: Engine, rows: list[Prepared]) -> list[dict[str, Any]]:
+        return [
+            {
+                "text": res.text,
+                "finish_reason": res.finish_reason,
+                "prompt_tokens": res.prompt_tokens,
+                "completion_tokens": res.completion_tokens,
+            }
+            for res in engine.generate([self.request(r.prompt, r.id) for r in rows])
+        ]

@@ -1,0 +1,206 @@
+"""The job kinds' pure parts and the stage list's wiring: no Ray, no model (a word-level tokenizer counts tokens)."""
+
+import dataclasses
+import json
+import typing
+from collections import Counter
+
+import pyarrow as pa
+import pytest
+
+from phifleet.engine.errors import ContextLengthExceededError
+from phifleet.engine.validation import RequestValidator
+from phifleet.jobs.config import BatchTask, GenerateTask, InputConfig, JobConfig, LabelTask, OutputConfig, Task
+from phifleet.jobs.kinds import KINDS, BatchKind, LabelKind, Tally, job_kind
+from phifleet.jobs.rows import RowError
+from phifleet.jobs.sinks import ShardWriter, load_committed
+from phifleet.jobs.sources import RAW_SCHEMA
+from phifleet.jobs.stages import SUMMARY_SCHEMA, StageSpec, StageWiringError, check_stages, default_stages
+from phifleet.jobs.stages.prepare import prepare
+from phifleet.jobs.stages.replica import ANSWERED_SCHEMA
+from tests.word_tokenizer import save_word_tokenizer, word_tokenizer
+
+LABELS = ["positive", "negative"]
+WINDOW = 64
+
+
+def config(task, tmp_path=None, **input_kw) -> JobConfig:
+    out = str(tmp_path / "out") if tmp_path else "out"
+    return JobConfig(input=InputConfig(path="in.jsonl", **input_kw), output=OutputConfig(path=out), task=task)
+
+
+@pytest.fixture(scope="module")
+def validator() -> RequestValidator:
+    return RequestValidator(word_tokenizer(LABELS), WINDOW)
+
+
+def test_every_task_kind_has_a_handler():
+    kinds = {model.model_fields["kind"].default for model in typing.get_args(typing.get_args(Task)[0])}
+    assert set(KINDS) == kinds == {"label", "generate", "batch"}
+    assert isinstance(job_kind(config(LabelTask(labels=LABELS)), "m"), LabelKind)
+    assert isinstance(job_kind(config(BatchTask()), "m"), BatchKind)
+
+
+def test_row_ids():
+    label = job_kind(config(LabelTask(labels=LABELS)), "m")
+    assert label.row_id({"id": 7}, "file:///d/in.jsonl", 3) == "7"
+    assert label.row_id({"text": "x"}, "file:///d/in.jsonl", 3) == "in.jsonl:3"
+    with pytest.raises(RowError, match="column 'id' must be a string or an integer"):
+        label.row_id({"id": [1]}, "in.jsonl", 1)
+    no_column = job_kind(config(LabelTask(labels=LABELS), id_column=None), "m")
+    assert no_column.row_id({"id": "a"}, "in.jsonl", 4) == "in.jsonl:4"
+    batch = job_kind(config(BatchTask()), "m")
+    assert batch.row_id({"custom_id": "c"}, "f", 1) == "c" and batch.row_id({"custom_id": 3}, "f", 1) is None
+
+
+def test_label_kind(validator):
+    kind = job_kind(config(LabelTask(labels=LABELS)), "phi-4")
+    prepared = kind.prepare({"text": "great kettle"}, "r1", validator)
+    assert prepared.id == "r1" and "great kettle" in prepared.prompt
+    for record, message in [
+        ({}, "missing text column 'text'"),
+        ({"text": 3}, "must be a string"),
+        ({"text": " "}, "is empty"),
+    ]:
+        with pytest.raises(RowError, match=message) as err:
+            kind.prepare(record, "r", validator)
+        assert err.value.param == "text"
+    with pytest.raises(ContextLengthExceededError, match="context window is 64 tokens"):
+        kind.prepare({"text": "word " * 60}, "r", validator)
+    output = {
+        "label": "negative",
+        "probability": 0.9,
+        "logprobs": {"negative": -0.1, "positive": -2.0},
+        "prompt_tokens": 9,
+    }
+    row = kind.result_row("r1", output, "in.jsonl", 1)
+    assert list(row["logprobs"]) == LABELS and row["model"] == "phi-4" and row["line"] == 1
+    assert kind.tally(output) == Tally(9, 0, "negative")
+    manifest: dict = {}
+    kind.finish(manifest, Counter({"negative": 2}))
+    assert manifest["labels"] == {"positive": 0, "negative": 2}
+
+
+def test_generate_kind(validator):
+    task = GenerateTask(prompt_template="Review a {product}.", system="Be kind.", max_tokens=8, seed=3)
+    kind = job_kind(config(task), "m")
+    prepared = kind.prepare({"product": "lamp"}, "k", validator)
+    assert prepared.prompt.startswith("<|im_start|>system<|im_sep|>Be kind.") and "Review a lamp." in prepared.prompt
+    with pytest.raises(RowError, match="needs column 'product'") as err:
+        kind.prepare({"tone": "x"}, "k", validator)
+    assert err.value.param == "product"
+    with pytest.raises(RowError, match="cannot be filled"):
+        job_kind(config(GenerateTask(prompt_template="{0}")), "m").prepare({}, "k", validator)
+    seeds = {kind.request("p", rid).params.seed for rid in ("a", "a", "b")}
+    assert len(seeds) == 2  # per row id, whatever the batch
+    long = job_kind(config(GenerateTask(prompt_template="{t}", max_tokens=60)), "m")
+    with pytest.raises(ContextLengthExceededError, match="and 60 more are requested"):
+        long.prepare({"t": "a b c d e f"}, "k", validator)
+
+
+def test_batch_kind(validator):
+    kind = job_kind(config(BatchTask()), "m")
+    line = {
+        "custom_id": "c",
+        "url": "/v1/chat/completions",
+        "body": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
+    }
+    prepared = kind.prepare(line, "c", validator)
+    assert json.loads(prepared.request)["url"] == "/v1/chat/completions" and "hi" in prepared.prompt
+    with pytest.raises(RowError) as err:
+        kind.prepare({**line, "custom_id": None}, None, validator)
+    assert err.value.code == "missing_custom_id"
+    with pytest.raises(RowError, match="method must be POST"):
+        kind.prepare({**line, "method": "GET"}, "c", validator)
+    with pytest.raises(RowError) as err:
+        kind.prepare({**line, "body": {"messages": [], "n": 2}}, "c", validator)
+    assert err.value.param == "messages"
+    with pytest.raises(ContextLengthExceededError):  # default max_tokens 256 does not fit a 64-token window
+        kind.prepare(
+            {**line, "body": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}}, "c", validator
+        )
+
+    body = {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m", "choices": [], "usage": {}}
+    ok = kind.result_row("c", {"body": body, "usage": {"prompt_tokens": 4, "completion_tokens": 2}}, "f", 3)
+    assert ok["custom_id"] == "c" and ok["response"]["status_code"] == 200 and ok["id"].startswith("batch_req_")
+    assert kind.tally({"body": body, "usage": {"prompt_tokens": 4, "completion_tokens": 2}}) == Tally(4, 2)
+    refused = kind.error_row("c", RowError("max_tokens: bad", param="max_tokens"), "f", 5, "{}")
+    assert refused["response"]["status_code"] == 400 and refused["response"]["body"]["error"]["param"] == "max_tokens"
+    assert refused["response"]["body"]["error"]["message"] == "line 5: max_tokens: bad"
+    broken = kind.error_row(None, RowError("malformed JSON", code="invalid_json"), "f", 6, "{")
+    assert broken["response"] is None and broken["error"]["line"] == 6 and broken["error"]["code"] == "invalid_json"
+    assert kind.output_format == "jsonl"
+
+
+def raw_batch(rows: list[tuple[int, str, str | None]]) -> pa.Table:
+    data = {"source": ["in.jsonl"] * len(rows), "line": [r[0] for r in rows], "raw": [r[1] for r in rows]}
+    return pa.Table.from_pydict({**data, "read_error": [r[2] for r in rows]}, schema=RAW_SCHEMA)
+
+
+def test_prepare_stage_gives_one_row_per_input_row_except_committed_ones(tmp_path):
+    model_dir = save_word_tokenizer(tmp_path / "tok")
+    spec = StageSpec(config(LabelTask(labels=LABELS)).model_dump_json(), str(model_dir), WINDOW, "m")
+    rows = [
+        (1, json.dumps({"id": "a", "text": "fine"}), None),
+        (2, "{oops", None),
+        (3, "", "expected 3 fields, got 4"),
+        (4, json.dumps({"id": "a", "text": "again"}), None),
+        (5, json.dumps({"id": "b", "text": "word " * 70}), None),
+        (6, json.dumps({"id": "c", "text": "done before"}), None),
+    ]
+    skip = (frozenset({("in.jsonl", 6)}), frozenset({("in.jsonl", 4)}))
+    out = prepare(raw_batch(rows), spec, skip).to_pylist()
+    assert [r["line"] for r in out] == [1, 2, 3, 4, 5]
+    assert [r["error_code"] for r in out] == [
+        None,
+        "invalid_json",
+        "malformed_row",
+        "duplicate_id",
+        "context_length_exceeded",
+    ]
+    assert out[0]["prompt"] and out[0]["id"] == "a" and out[3]["error"].startswith("duplicate id 'a'")
+    assert "context window is 64 tokens" in out[4]["error"] and out[4]["param"] == "prompt"
+
+
+def test_shard_writer_writes_results_errors_and_tallies(tmp_path):
+    kind = job_kind(config(LabelTask(labels=LABELS), tmp_path), "m")
+    output = json.dumps(
+        {"label": "positive", "probability": 1.0, "logprobs": {"positive": 0.0, "negative": -9.0}, "prompt_tokens": 5}
+    )
+    batch = {
+        "source": ["in.jsonl", "in.jsonl"], "line": [1, 2], "id": ["a", None], "raw": ["{}", "{x"],
+        "error": [None, "malformed JSON"], "error_code": [None, "invalid_json"], "param": [None, None],
+        "output": [output, None],
+    }  # fmt: skip
+    summary = ShardWriter(kind).write(batch)
+    assert (summary["ok"], summary["errors"], summary["prompt_tokens"], json.loads(summary["labels"])) == (
+        1, 1, 5, {"positive": 1},
+    )  # fmt: skip
+    state = load_committed(str(tmp_path / "out"))
+    assert state.keys == {("in.jsonl", 1), ("in.jsonl", 2)} and state.labels == {"positive": 1}
+
+
+def spec_for(task) -> StageSpec:
+    return StageSpec(config(task).model_dump_json(), "model-dir", WINDOW, "m")
+
+
+@pytest.mark.parametrize("task", [LabelTask(labels=LABELS), GenerateTask(prompt_template="{t}"), BatchTask()])
+def test_the_default_stages_line_up(task):
+    stages = default_stages(spec_for(task))
+    assert [s.name for s in stages] == ["prepare", "replica", "write"]
+    check_stages(stages, RAW_SCHEMA.names, SUMMARY_SCHEMA.names, ("skip_ref",))
+
+
+def test_a_stage_list_that_does_not_line_up_fails_naming_the_stage_and_columns():
+    prepare_stage, replica, write = default_stages(spec_for(BatchTask()))
+    with pytest.raises(StageWiringError, match=r"stage 'write' needs columns \['output'\] that stage 'prepare'"):
+        check_stages([prepare_stage, write], RAW_SCHEMA.names, SUMMARY_SCHEMA.names, ("skip_ref",))
+    with pytest.raises(StageWiringError, match=r"stage 'replica' needs columns .*'prompt'.* that the input"):
+        check_stages([replica, write], RAW_SCHEMA.names, SUMMARY_SCHEMA.names, ("skip_ref",))
+    with pytest.raises(StageWiringError, match=r"reads columns \['shard', 'ok'"):
+        check_stages([prepare_stage, replica], RAW_SCHEMA.names, SUMMARY_SCHEMA.names, ("skip_ref",))
+    with pytest.raises(StageWiringError, match=r"needs run inputs \['skip_ref'\]"):
+        check_stages([prepare_stage, replica, write], RAW_SCHEMA.names, SUMMARY_SCHEMA.names)
+    renamed = dataclasses.replace(replica, produces=ANSWERED_SCHEMA.remove(ANSWERED_SCHEMA.get_field_index("output")))
+    with pytest.raises(StageWiringError, match=r"'write' needs columns \['output'\]"):
+        check_stages([prepare_stage, renamed, write], RAW_SCHEMA.names, SUMMARY_SCHEMA.names, ("skip_ref",))
