@@ -1,5 +1,5 @@
 # The image the Helm chart runs: Ray 2.60's CUDA image + phifleet with the pinned dependency set.
-#   docker build -t ghcr.io/phifleet/phifleet:0.1.0 .
+#   docker build -t ghcr.io/phifleet/phifleet:0.2.0 .
 # (Not buildable on the development machines: they have no container engine.)
 FROM rayproject/ray:2.60.0-py311-cu128
 

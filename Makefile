@@ -40,6 +40,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
+	$(PY) bench/tiny_model.py
 	$(PY) bench/engine_cpu.py
 	$(PY) bench/jobs_cpu.py
 	$(PY) bench/serve_cpu.py

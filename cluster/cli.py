@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from phifleet import __version__
-from phifleet.cluster.flags import ConfigError, ConfigFlags, describe
+from phifleet.cluster.flags import ConfigError, ConfigFlags
 
 DESCRIPTION = """\
 phifleet runs Microsoft Phi-4 at scale: offline batch inference on Ray Data and OpenAI-compatible
@@ -194,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"phifleet: invalid configuration: {exc}", file=sys.stderr)
     except ValidationError as exc:  # a config file's values
-        print(f"phifleet: invalid configuration: {describe(exc)}", file=sys.stderr)
+        from phifleet.protocol.errors import format_validation_error
+
+        print(f"phifleet: invalid configuration: {format_validation_error(exc)}", file=sys.stderr)
     except EngineError as exc:
         where = f" ({exc.param})" if exc.param else ""
         print(f"phifleet: error{where}: {exc.message}", file=sys.stderr)

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from phifleet.cluster.flags import ConfigFlags
+from phifleet.cluster.flags import ConfigError, ConfigFlags, widen_max_to_min
 
 
 def job_config(args: argparse.Namespace) -> Any:  # -> jobs.config.JobConfig (imported late: keeps --help fast)
@@ -20,8 +20,12 @@ def job_config(args: argparse.Namespace) -> Any:  # -> jobs.config.JobConfig (im
 
     flags = ConfigFlags.of(args)
     data = flags.values(args)
+    pool = data.setdefault("pool", {})
     if args.replicas is not None:  # the one shorthand: a fixed-size pool
-        data.setdefault("pool", {}).update(min_replicas=args.replicas, max_replicas=args.replicas)
+        if {"min_replicas", "max_replicas"} & pool.keys():
+            raise ConfigError("--replicas sets both pool sizes: give it or --min-replicas/--max-replicas, not both")
+        pool.update(min_replicas=args.replicas, max_replicas=args.replicas)
+    widen_max_to_min(pool)
     return flags.validate(JobConfig, data)
 
 

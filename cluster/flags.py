@@ -220,6 +220,12 @@ def describe(
     return "; ".join(parts)
 
 
+def widen_max_to_min(section: dict[str, Any]) -> None:
+    """``--min-replicas N`` alone means "at least N": the maximum follows (a config file must give both)."""
+    if "min_replicas" in section and "max_replicas" not in section:
+        section["max_replicas"] = max(section["min_replicas"], 1)
+
+
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """``overrides`` laid over ``base`` key by key, nested dicts merged (flags over a config file)."""
     out = dict(base)

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from phifleet.cluster.flags import ConfigFlags, merge
+from phifleet.cluster.flags import ConfigFlags, merge, widen_max_to_min
 
 
 def serve_config(args: argparse.Namespace) -> Any:  # -> ServeConfig
@@ -23,7 +23,9 @@ def serve_config(args: argparse.Namespace) -> Any:  # -> ServeConfig
 
     base = (yaml.safe_load(args.config.read_text()) or {}) if args.config else {}
     flags = ConfigFlags.of(args)
-    return flags.validate(ServeConfig, merge(base, flags.values(args)))
+    given = flags.values(args)
+    widen_max_to_min(given.get("deployment", {}).get("autoscaling", {}))
+    return flags.validate(ServeConfig, merge(base, given))
 
 
 def _print_usage(url: str, name: str) -> None:
@@ -60,8 +62,9 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     from ray import serve as ray_serve
 
+    from phifleet.engine.loading import served_model_name
     from phifleet.jobs.pipeline import init_ray
-    from phifleet.serve.app import build_app, served_name
+    from phifleet.serve.app import build_app
     from phifleet.serve.config import SERVE_RAY_ENV
 
     for key, value in SERVE_RAY_ENV.items():  # reaches the embedded Ray's processes; a cluster has its own
@@ -71,7 +74,7 @@ def serve(args: argparse.Namespace) -> int:
     try:  # Ctrl-C at any point, even while deploying, shuts down cleanly
         ray_serve.start(http_options={"host": args.host, "port": args.port})
         ray_serve.run(build_app(config.model_dump(mode="json")), name="phifleet", route_prefix="/")
-        _print_usage(url, served_name(config))
+        _print_usage(url, served_model_name(config.engine))
         while True:
             time.sleep(1)
     except KeyboardInterrupt:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -14,13 +13,12 @@ from phifleet.engine.config import EngineConfig
 from phifleet.engine.continuous_batching import ContinuousBatcher
 from phifleet.engine.errors import EngineError
 from phifleet.engine.loading import (
+    ResolvedModel,
     check_dtype,
     configure_tokenizer,
     context_window,
     load_model,
-    load_tokenizer,
-    resolve_model_dir,
-    served_model_name,
+    resolve_model,
 )
 from phifleet.engine.scoring import label_logprobs
 from phifleet.engine.sequence import Sequence as Seq
@@ -34,8 +32,8 @@ class Engine:
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         config = config or EngineConfig()
-        model_dir = resolve_model_dir(config.model)
-        self._setup(config, load_tokenizer(model_dir), load_model(model_dir, config), model_dir)
+        resolved = resolve_model(config)
+        self._setup(config, resolved.tokenizer(), load_model(resolved.path, config), resolved)
 
     @classmethod
     def from_model(
@@ -49,17 +47,24 @@ class Engine:
         return engine
 
     def _setup(
-        self, config: EngineConfig, tokenizer: PreTrainedTokenizerBase, model: torch.nn.Module, model_dir: Path | None
+        self,
+        config: EngineConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        model: torch.nn.Module,
+        resolved: ResolvedModel | None,
     ) -> None:
         self.config = config
-        self.model_dir = model_dir
+        self.model_dir = resolved.path if resolved else None
         self.tokenizer = tokenizer
         self.model = deepspeed_prep.prepare(model, config)
         self.hf_model = deepspeed_prep.unwrap(self.model)
         self.device = torch.device(config.resolved_device())
-        in_memory_name = getattr(self.hf_model.config, "name_or_path", "") or "model"
-        self.model_name = served_model_name(config) if model_dir else config.served_model_name or in_memory_name
-        self.max_model_len = context_window(self.hf_model.config, config)
+        if resolved:
+            self.model_name, self.max_model_len = resolved.served_name, resolved.context_window
+        else:  # from_model: nothing on disk to name it by
+            in_memory_name = getattr(self.hf_model.config, "name_or_path", "") or "model"
+            self.model_name = config.served_model_name or in_memory_name
+            self.max_model_len = context_window(self.hf_model.config, config)
         self.validator = RequestValidator(tokenizer, self.max_model_len)
         self.pad_id = int(tokenizer.pad_token_id)
         self.eos_ids = frozenset(

@@ -20,9 +20,9 @@ log = logging.getLogger(__name__)
 def resolve_model_dir(model: str) -> Path:
     """A local directory, the embedded tiny model, or a Hugging Face id found in the local cache only."""
     if model == TINY_MODEL_NAME:
-        from phifleet.engine.tiny.build import ensure_tiny_model
+        from phifleet.engine.tiny.build import tiny_model_dir
 
-        return ensure_tiny_model()
+        return tiny_model_dir()
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

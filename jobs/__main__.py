@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> int:
             config = config.model_copy(update={"address": args.address})
         manifest = run_job(config)
     except ValidationError as exc:
-        print(f"jobs: invalid config {args.config}: {format_validation_error(exc)}", file=sys.stderr)
+        print(f"phifleet.jobs: invalid config {args.config}: {format_validation_error(exc)}", file=sys.stderr)
         return 2
     except (JobInputError, EngineError, OSError) as exc:
-        print(f"jobs: {exc}", file=sys.stderr)
+        print(f"phifleet.jobs: {exc}", file=sys.stderr)
         return 2
     print(summary_text(manifest))
     return 0 if manifest["counts"]["accounted"] else 1

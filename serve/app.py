@@ -12,15 +12,10 @@ from phifleet.serve.ingress import OpenAIIngress
 from phifleet.serve.replica import Phi4Replica
 
 
-def served_name(config: ServeConfig) -> str:
-    """The id clients pass as `model`: the engine's served name (engine.loading decides it, for jobs too)."""
-    return served_model_name(config.engine)
-
-
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """Build the application from ServeConfig fields (Serve passes serveConfigV2's `args` here)."""
     config = ServeConfig.model_validate(args or {})
-    name = served_name(config)
+    name = served_model_name(config.engine)  # the id clients pass as `model`, decided as for jobs
     d, a = config.deployment, config.deployment.autoscaling
     logging = {"enable_access_log": config.http.access_log}
     replica_options = {

@@ -17,7 +17,7 @@ def load_api_keys(env_var: str, file: str | None) -> tuple[str, ...]:
     keys = [k for k in keys if k]
     if not keys:
         log.warning(
-            "no API keys configured (%s / api_keys_file): the endpoint is open to anyone who reaches it", env_var
+            "no API keys configured (%s / auth.api_keys_file): the endpoint is open to anyone who reaches it", env_var
         )
     return tuple(keys)
 

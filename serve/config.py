@@ -92,6 +92,23 @@ class AuthConfig(_Strict):
     api_keys_file: str | None = Field(default=None, description="A mounted secret file, one key per line.")
 
 
+#: Top-level keys of the flat ServeConfig of phifleet 0.1 and where each lives now: an old file fails naming it.
+MOVED_KEYS = {
+    "model_name": "engine.served_model_name",
+    "layout": "deployment.layout",
+    "num_gpus": "deployment.num_gpus",
+    "num_cpus": "deployment.num_cpus",
+    "max_ongoing_requests": "deployment.max_ongoing_requests",
+    "max_queued_requests": "deployment.max_queued_requests",
+    "batch_wait_timeout_s": "deployment.batch_wait_timeout_s",
+    "autoscaling": "deployment.autoscaling",
+    "ready_timeout_s": "http.ready_timeout_s",
+    "access_log": "http.access_log",
+    "api_keys_env": "auth.api_keys_env",
+    "api_keys_file": "auth.api_keys_file",
+}
+
+
 class ServeConfig(_Strict):
     """One OpenAI-compatible app. The id clients pass as `model` is `engine.served_model_name`."""
 
@@ -99,3 +116,12 @@ class ServeConfig(_Strict):
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_moved_keys(cls, data: object) -> object:
+        if isinstance(data, dict):
+            moved = [f"{key} is now {MOVED_KEYS[key]}" for key in data if key in MOVED_KEYS]
+            if moved:
+                raise ValueError("the serve config is nested since phifleet 0.2: " + "; ".join(moved))
+        return data

@@ -16,9 +16,9 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def tiny_dir():
     """The phi4-tiny model shipped in the package (engine/tiny/phi4-tiny-v*/): nothing is built."""
-    from phifleet.engine.tiny.build import ensure_tiny_model
+    from phifleet.engine.tiny.build import tiny_model_dir
 
-    return ensure_tiny_model()
+    return tiny_model_dir()
 
 
 @pytest.fixture(scope="session")

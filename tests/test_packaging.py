@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -26,9 +27,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built from a copy of the source: setuptools' build/ leftovers in the checkout could leak into a wheel."""
+    src = tmp_path_factory.mktemp("src") / "phifleet"
+    junk = shutil.ignore_patterns(".git", ".venv", ".tools", "build", "dist", "out", "*.egg-info", "__pycache__")
+    shutil.copytree(ROOT, src, ignore=junk)
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
         check=True,
         capture_output=True,
         text=True,
@@ -69,6 +74,11 @@ def test_wheel_has_one_top_level_package_and_carries_the_chart(wheel: Path) -> N
         "phifleet/helm/phifleet/.helmignore",
         "phifleet/helm/schemas/kuberay-v1.7.0/rayjob-v1.json",
         "phifleet/engine/engine.py",
+        "phifleet/protocol/errors.py",
+        "phifleet/jobs/kinds/label.py",
+        "phifleet/jobs/stages/replica.py",
+        "phifleet/engine/tiny/phi4-tiny-v2/model.safetensors",
+        "phifleet/engine/tiny/phi4-tiny-v2/tokenizer.json",
     ):
         assert needed in names, needed
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
@@ -77,14 +87,18 @@ def test_wheel_has_one_top_level_package_and_carries_the_chart(wheel: Path) -> N
 
 def test_installed_wheel_imports_phifleet_only(installed: Path, tmp_path: Path) -> None:
     probe = (
-        "import importlib.util, json, phifleet, phifleet.engine, phifleet.jobs, phifleet.serve, phifleet.cluster;"
-        "print(json.dumps({'file': phifleet.__file__, 'version': phifleet.__version__,"
-        " 'generic': [m for m in ('engine', 'jobs', 'serve', 'cluster') if importlib.util.find_spec(m)]}))"
+        "import importlib.util, json, phifleet, phifleet.engine, phifleet.protocol, phifleet.jobs, phifleet.serve,"
+        " phifleet.cluster, phifleet.helm;"
+        "print(json.dumps({'file': phifleet.__file__, 'version': phifleet.__version__, 'generic': [m for m in"
+        " ('engine', 'protocol', 'jobs', 'serve', 'cluster', 'helm') if importlib.util.find_spec(m)]}))"
     )
     out = json.loads(run(installed, "python", "-c", probe, cwd=tmp_path).stdout)
     assert out["file"].startswith(str(installed.parent)), out  # the wheel's copy, not the checkout
     assert out["generic"] == []  # `import engine` fails: nothing generic in site-packages
     assert run(installed, "phifleet", "--version", cwd=tmp_path).stdout.strip().endswith(out["version"])
+    # The default model resolves to the copy inside the installed package, intact.
+    info = json.loads(run(installed, "phifleet", "model", "info", cwd=tmp_path).stdout)
+    assert info["path"].startswith(str(installed.parent)) and info["phi4_tiny"]["version"] >= 2
 
 
 def test_installed_cli_renders_values_and_the_chart(installed: Path, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 The model ships in the repository (``engine/tiny/phi4-tiny-v{TINY_VERSION}/``: safetensors weights,
 tokenizer, config, and ``phifleet_tiny.json`` with the build settings and each file's sha256), and
-``default_tiny_dir``/``ensure_tiny_model`` return that directory as it is. Why ship it: training is
+``tiny_model_dir`` returns that directory as it is: nothing is built at run time. Why ship it: training is
 deterministic on one CPU but float kernels differ between CPUs, so a model built on first use labelled
 the bundled examples at 85.7-93% depending on the machine. Shipped weights behave the same everywhere.
 
@@ -17,7 +17,6 @@ Everything is seeded, single-threaded, a fixed number of steps, and needs no net
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import logging
@@ -26,8 +25,6 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -35,6 +32,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast
 
 from phifleet.engine.chat_template import ENDOFTEXT, IM_END, PAD, PHI4_CHAT_TEMPLATE, SPECIAL_TOKENS, render_chat
+from phifleet.engine.errors import ModelNotFoundError
 from phifleet.engine.prompts import classification_prompt
 from phifleet.engine.tiny.corpus import LABELS, TRAIN_PRODUCTS, WRITE_PROMPT, Review, training_reviews
 
@@ -64,42 +62,19 @@ METADATA_FILE = "phifleet_tiny.json"
 SHIPPED_DIR = Path(__file__).resolve().parent / f"phi4-tiny-v{TINY_VERSION}"
 
 
-def default_tiny_dir() -> Path:
-    """The shipped model directory inside the package (read-only use: nothing at run time writes there)."""
-    return SHIPPED_DIR
-
-
 def is_built(path: Path) -> bool:
     return (path / METADATA_FILE).is_file() and (path / "config.json").is_file()
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Serialise concurrent builds into one directory (several processes on one machine) so it is built once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def ensure_tiny_model(path: Path | None = None) -> Path:
-    """The shipped model's directory; given ``path``, that directory, built there first if it is missing."""
-    if path is None:
-        if not is_built(SHIPPED_DIR):
-            raise FileNotFoundError(
-                f"phi4-tiny is missing from {SHIPPED_DIR} (a broken install?): "
-                "regenerate it with `python -m phifleet.engine.tiny.build --write-artifact`"
-            )
-        return SHIPPED_DIR
-    if is_built(path):
-        return path
-    with _file_lock(path.with_name(path.name + ".lock")):
-        if not is_built(path):
-            build_tiny_model(path)
-    return path
+def tiny_model_dir() -> Path:
+    """The shipped model's directory inside the package (read-only: nothing at run time writes there)."""
+    if not is_built(SHIPPED_DIR):
+        raise ModelNotFoundError(
+            f"phi4-tiny is missing from {SHIPPED_DIR} (a broken install?): "
+            "regenerate it with `python -m phifleet.engine.tiny.build --write-artifact`",
+            param="model",
+        )
+    return SHIPPED_DIR
 
 
 def file_digests(path: Path) -> dict[str, str]:

@@ -105,9 +105,9 @@ variable "image" {
 }
 
 variable "image_tag" {
-  description = "phifleet image tag (pin a digest in production: 0.1.0@sha256:...)."
+  description = "phifleet image tag (pin a digest in production: 0.2.0@sha256:...)."
   type        = string
-  default     = "0.1.0"
+  default     = "0.2.0"
 }
 
 variable "install_phifleet" {

@@ -9,12 +9,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from phifleet.engine import Engine
 from phifleet.engine.validation import RequestValidator
 from phifleet.jobs.config import JobConfig
 from phifleet.jobs.rows import Prepared, RowError, row_id
+
+if TYPE_CHECKING:
+    from phifleet.engine.engine import Engine  # only a type here: the CPU stages never load the engine
 
 TaskT = TypeVar("TaskT")
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from phifleet.engine import Engine
 from phifleet.engine.validation import RequestValidator
 from phifleet.jobs.config import BatchTask
 from phifleet.jobs.kinds.base import JobKind, Tally
@@ -15,6 +14,9 @@ from phifleet.jobs.sinks import ERRORS_DIR, RESULTS_DIR, merge_jsonl
 from phifleet.protocol.batch import BatchLine
 from phifleet.protocol.errors import OpenAIError
 from phifleet.protocol.requests import GenerateRequest, parse_request
+
+if TYPE_CHECKING:
+    from phifleet.engine.engine import Engine  # only a type here: the CPU stages never load the engine
 
 OUTPUT_FILE, ERROR_FILE = "output.jsonl", "errors.jsonl"
 

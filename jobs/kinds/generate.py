@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from phifleet.engine import Engine, GenerationRequest, SamplingParams
 from phifleet.engine.chat_template import render_chat
+from phifleet.engine.types import GenerationRequest, SamplingParams
 from phifleet.engine.validation import RequestValidator
 from phifleet.jobs.config import GenerateTask
 from phifleet.jobs.kinds.base import JobKind
 from phifleet.jobs.rows import Prepared, RowError, row_seed
+
+if TYPE_CHECKING:
+    from phifleet.engine.engine import Engine  # only a type here: the CPU stages never load the engine
 
 
 class GenerateKind(JobKind[GenerateTask]):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from phifleet.engine import Engine
 from phifleet.engine.prompts import classification_prompt
 from phifleet.engine.validation import RequestValidator
 from phifleet.jobs.config import JobConfig, LabelTask
 from phifleet.jobs.kinds.base import JobKind, Tally
 from phifleet.jobs.rows import Prepared, text_field
+
+if TYPE_CHECKING:
+    from phifleet.engine.engine import Engine  # only a type here: the CPU stages never load the engine
 
 
 class LabelKind(JobKind[LabelTask]):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def test_generate_one(tiny_dir):
 
 
 def test_generate_one_stream(tiny_dir):
-    """A trained prompt: phi4-tiny's review runs past 4 tokens (it trained on 5+ word ones), so it ends by length."""
+    """Streams then prints the usage line; where the toy model stops is its own business (it differs by CPU)."""
     out = phifleet(
         "generate-one",
         "Write a negative review of a lamp.",
@@ -60,7 +61,11 @@ def test_generate_one_stream(tiny_dir):
         "--model",
         str(tiny_dir),
     ).stdout
-    assert "finish=length" in out and "completion_tokens=4" in out
+    usage = re.search(r"\[finish=(stop|length) prompt_tokens=(\d+) completion_tokens=(\d+)\]", out)
+    assert usage, out
+    finish, completion = usage.group(1), int(usage.group(3))
+    assert 1 <= completion <= 4 and (finish == "length") == (completion == 4)
+    assert out[: usage.start()].strip()  # the streamed text came first
 
 
 def eval_accuracy(name: str, tiny_dir, *args: str) -> tuple[float, str]:

@@ -166,3 +166,29 @@ def test_validate_names_the_flag():
     args = flags.parser.parse_args(["--prompt-template", "t", "--top-p", "0"])
     with pytest.raises(ConfigError, match=r"task\.top_p \(--top-p\): Input should be greater than 0"):
         flags.validate(GenerateTask, flags.values(args)["task"], ("task",))
+
+
+def test_min_replicas_alone_raises_the_maximum_with_it():
+    """As before the flags were generated: `--min-replicas N` alone is a pool of at least N (jobs and serve)."""
+    job = job_config(parse("label", "x", "--output", "o", "--labels", "a,b", "--min-replicas", "2"))
+    assert (job.pool.min_replicas, job.pool.max_replicas) == (2, 2)
+    grown = job_config(
+        parse("label", "x", "--output", "o", "--labels", "a,b", "--min-replicas", "2", "--max-replicas", "5")
+    )
+    assert (grown.pool.min_replicas, grown.pool.max_replicas) == (2, 5)
+    serve = serve_config(parse("serve", "--min-replicas", "3"))
+    assert (serve.deployment.autoscaling.min_replicas, serve.deployment.autoscaling.max_replicas) == (3, 3)
+    zero = serve_config(parse("serve", "--min-replicas", "0"))
+    assert (zero.deployment.autoscaling.min_replicas, zero.deployment.autoscaling.max_replicas) == (0, 1)
+
+
+def test_replicas_and_explicit_pool_sizes_are_refused_together():
+    with pytest.raises(ConfigError, match="--replicas sets both pool sizes"):
+        job_config(parse("label", "x", "--output", "o", "--labels", "a,b", "--replicas", "2", "--max-replicas", "5"))
+
+
+def test_an_old_flat_serve_config_names_where_each_key_moved(tmp_path):
+    path = tmp_path / "serve.yaml"
+    path.write_text("model_name: phi-4\nnum_gpus: 1\nengine: {model: /m/phi-4}\n")
+    with pytest.raises(ConfigError, match=r"model_name is now engine.served_model_name; num_gpus is now deployment"):
+        serve_config(parse("serve", "--config", str(path)))

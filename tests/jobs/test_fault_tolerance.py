@@ -39,7 +39,7 @@ def test_resume_after_the_driver_dies(tmp_path):
     partial = load_committed(str(out))
     assert 0 < len(partial.keys) < 161  # some rows committed, not all
 
-    resumed = run_cli("jobs", "--config", config)
+    resumed = run_cli("phifleet.jobs", "--config", config)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     manifest = json.loads((out / "manifest.json").read_text())
     c = manifest["counts"]
@@ -51,7 +51,7 @@ def test_resume_after_the_driver_dies(tmp_path):
     assert [e["line"] for e in read_errors(out)] == [161]
     assert "done by an earlier run" in resumed.stdout
 
-    again = run_cli("jobs", "--config", config)  # a finished job re-run does nothing and loses nothing
+    again = run_cli("phifleet.jobs", "--config", config)  # a finished job re-run does nothing and loses nothing
     assert again.returncode == 0
     c = json.loads((out / "manifest.json").read_text())["counts"]
     assert (c["processed"], c["ok"], c["errors"]) == (0, 160, 1)
@@ -103,7 +103,7 @@ def test_cli_flags_and_config_file_are_the_same_job(tmp_path):
     config = JobConfig.from_file(config_path)
     assert config.task.labels == ["positive", "negative", "neutral"] and config.pool.batch_size == 100
 
-    ran = run_cli("jobs", "--config", str(config_path))
+    ran = run_cli("phifleet.jobs", "--config", str(config_path))
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert "300 rows -> 300 ok, 0 errors" in ran.stdout and "labels: positive" in ran.stdout
 
@@ -120,7 +120,7 @@ def test_bad_config_names_the_field(tmp_path):
             }
         )
     )
-    proc = run_cli("jobs", "--config", str(bad))
+    proc = run_cli("phifleet.jobs", "--config", str(bad))
     assert proc.returncode == 2 and "max_replicas (1) must be >= min_replicas (3)" in proc.stderr
     missing = run_cli(
         "phifleet", "label", str(tmp_path / "nothing*.jsonl"), "--labels", "a,b", "--output", str(tmp_path / "o")

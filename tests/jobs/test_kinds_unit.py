@@ -115,7 +115,7 @@ def test_batch_kind(validator):
     with pytest.raises(RowError) as err:
         kind.prepare({**line, "body": {"messages": [], "n": 2}}, "c", validator)
     assert err.value.param == "messages"
-    with pytest.raises(ContextLengthExceededError):  # default max_tokens 256 does not fit a 64-token window
+    with pytest.raises(ContextLengthExceededError):  # 100 completion tokens do not fit a 64-token window
         kind.prepare(
             {**line, "body": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}}, "c", validator
         )
