@@ -32,7 +32,9 @@ def test_phifleet_serve_runs_and_stops_on_ctrl_c(tiny_dir, tmp_path):
                 assert proc.poll() is None, proc.stdout.read()
                 time.sleep(2)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-        out = client.completions.create(model="phi4-tiny", prompt="Once upon a time", max_tokens=3)
+        out = client.completions.create(  # ignore_eos: exactly 3 tokens, whatever the toy model would say
+            model="phi4-tiny", prompt="Once upon a time", max_tokens=3, extra_body={"ignore_eos": True}
+        )
         assert out.usage.completion_tokens == 3
         seen = []  # the URL line comes once serve.run has returned
         while not any(f"serving phi4-tiny at http://127.0.0.1:{port}/v1" in line for line in seen):

@@ -280,7 +280,12 @@ def scrape(metrics_url: str, names: list[str]) -> dict[str, list[str]]:
 
 def test_prometheus_metrics(client, ray_local):
     client.chat.completions.create(model="phi4-tiny", messages=classify_messages("Great lamp."), max_tokens=4)
-    list(client.completions.create(model="phi4-tiny", prompt="Hello", max_tokens=4, stream=True))
+    # ignore_eos: a stream that surely produces tokens, so time-to-first-token is observed
+    list(
+        client.completions.create(
+            model="phi4-tiny", prompt="Hello", max_tokens=4, stream=True, extra_body={"ignore_eos": True}
+        )
+    )
     with pytest.raises(openai.NotFoundError) as err:
         client.models.retrieve("nope")  # an unknown route: counted under 'other', answered in OpenAI's shape
     assert err.value.body["type"] == "not_found_error"
