@@ -8,6 +8,12 @@ from contextlib import contextmanager
 from typing import Any
 
 
+def generates(client: Any, n: int) -> bool:
+    """Whether the endpoint answers a completion of exactly ``n`` tokens (ignore_eos: whatever the toy model says)."""
+    out = client.completions.create(model="phi4-tiny", prompt="Hello", max_tokens=n, extra_body={"ignore_eos": True})
+    return out.usage.completion_tokens == n
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,7 +6,7 @@ import time
 import openai
 import pytest
 
-from tests.serve.conftest import running_app
+from tests.serve.conftest import generates, running_app
 
 pytestmark = pytest.mark.slow  # starts Ray, Serve, helm or a phifleet process (tests/conftest.py)
 
@@ -77,4 +77,4 @@ def test_scales_up_under_load_and_back_down(scaling_server):
     assert not errors, errors
     assert scaled_up, "never reached 2 running replicas under sustained load"
     assert wait_for(lambda: running_replicas() == 1, timeout_s=90), "did not scale back to 1 replica when idle"
-    assert client.completions.create(model="phi4-tiny", prompt="Hello", max_tokens=2).usage.completion_tokens == 2
+    assert generates(client, 2)

@@ -1,4 +1,4 @@
-"""`phifleet serve` as a user runs it: a process with its own embedded Ray, reachable, and stopped by Ctrl-C."""
+"""`phifleet serve` as a user runs it: a process with its own embedded Ray, reachable, and stopped by a signal."""
 
 import os
 import signal
@@ -15,13 +15,22 @@ from tests.serve.conftest import free_port
 pytestmark = pytest.mark.slow  # starts Ray, Serve, helm or a phifleet process (tests/conftest.py)
 
 
-def test_phifleet_serve_runs_and_stops_on_ctrl_c(tiny_dir, tmp_path):
+def ignore_sigint() -> None:
+    """How a shell without job control starts a background job (`cmd &` in a script): SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c-from-a-background-start", "sigterm"])
+def test_phifleet_serve_runs_and_stops_on_a_signal(tiny_dir, tmp_path, sig):
+    """Ctrl-C, even when the process inherited SIGINT as ignored, and SIGTERM (docker stop, Kubernetes) both stop it."""
     port = free_port()
     config = tmp_path / "serve.yaml"
     config.write_text(f"engine:\n  model: {tiny_dir}\n  served_model_name: phi4-tiny\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled", "PHIFLEET_API_KEYS": ""}
     exe = [sys.executable, "-m", "phifleet", "serve", "--config", str(config), "--port", str(port)]
-    proc = subprocess.Popen(exe, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        exe, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=ignore_sigint
+    )
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -41,7 +50,7 @@ def test_phifleet_serve_runs_and_stops_on_ctrl_c(tiny_dir, tmp_path):
             line = proc.stdout.readline()
             assert line, "".join(seen)  # EOF: the server exited
             seen.append(line)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         # A bound, not a wait: Serve's shutdown took over 60 s on a 2-core machine with its other core busy.
         output, _ = proc.communicate(timeout=240)
     finally:

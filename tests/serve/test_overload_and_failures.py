@@ -8,7 +8,7 @@ import time
 import openai
 import pytest
 
-from tests.serve.conftest import running_app
+from tests.serve.conftest import generates, running_app
 
 pytestmark = pytest.mark.slow  # starts Ray, Serve, helm or a phifleet process (tests/conftest.py)
 
@@ -51,7 +51,7 @@ def test_a_replica_killed_mid_request_fails_it_with_500_and_is_replaced(small_se
     import ray
 
     client = openai.OpenAI(base_url=f"{small_server}/v1", api_key="x", max_retries=0, timeout=60)
-    assert client.completions.create(model="phi4-tiny", prompt="Hello", max_tokens=2).usage.completion_tokens == 2
+    assert generates(client, 2)
     actors = [a for a in ray.util.list_named_actors(all_namespaces=True) if "small#Phi4Replica" in a["name"]]
     assert actors, "no replica actor found"
     failures: list[BaseException] = []
@@ -77,7 +77,7 @@ def test_a_replica_killed_mid_request_fails_it_with_500_and_is_replaced(small_se
     deadline, ok = time.time() + 120, False
     while time.time() < deadline and not ok:
         try:
-            ok = client.completions.create(model="phi4-tiny", prompt="Hello", max_tokens=2).usage.completion_tokens == 2
+            ok = generates(client, 2)
         except openai.APIError:
             time.sleep(2)
     assert ok, "no replica answered after the kill"
