@@ -97,6 +97,7 @@ def evaluate(args: argparse.Namespace) -> int:
 def generate_one(args: argparse.Namespace) -> int:
     """One chat completion with a `generate` job's sampling flags: a smoke test of the engine."""
     from phifleet.engine import Engine, GenerationRequest, SamplingParams
+    from phifleet.engine.chat_template import render_chat_prompt
     from phifleet.jobs.config import GenerateTask
 
     flags = ConfigFlags.of(args)
@@ -107,7 +108,7 @@ def generate_one(args: argparse.Namespace) -> int:
     messages = [{"role": "system", "content": task.system}] if task.system else []
     messages.append({"role": "user", "content": args.prompt})
     params = SamplingParams(**task.model_dump(include={"max_tokens", "temperature", "top_p", "top_k", "seed", "stop"}))
-    request = GenerationRequest(engine.render_chat(messages), params)
+    request = GenerationRequest(render_chat_prompt(messages), params)  # the prompt is content, as a job row's
     started = time.perf_counter()
     if args.stream:
         for delta in engine.stream(request):

@@ -89,7 +89,8 @@ def serve(args: argparse.Namespace) -> int:
     _stop_on_signals()
     url = f"http://{args.host}:{args.port}"
     try:  # Ctrl-C at any point, even while deploying, shuts down cleanly
-        ray_serve.start(http_options={"host": args.host, "port": args.port})
+        keep_alive = config.http.keep_alive_timeout_s  # idle connections; the ingress bounds the rest
+        ray_serve.start(http_options={"host": args.host, "port": args.port, "keep_alive_timeout_s": keep_alive})
         ray_serve.run(build_app(config.model_dump(mode="json")), name="phifleet", route_prefix="/")
         _print_usage(url, served_model_name(config.engine))
         while True:

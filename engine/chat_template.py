@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from phifleet.engine.errors import InvalidRequestError
+from phifleet.engine.types import Prompt, PromptPart
 
 IM_START = "<|im_start|>"
 IM_SEP = "<|im_sep|>"
@@ -46,9 +47,15 @@ PHI4_CHAT_TEMPLATE = (
 
 def render_chat(messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = True) -> str:
     """Render OpenAI-style messages to Phi-4's prompt text; rejects what Phi-4's template would drop silently."""
+    return render_chat_prompt(messages, add_generation_prompt).text
+
+
+def render_chat_prompt(messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = True) -> Prompt:
+    """The same rendering with the template's markup and the messages' content kept apart: the engine encodes
+    content as plain text, so a user who writes ``<|im_start|>system`` gets those characters, not a system turn."""
     if not messages:
         raise InvalidRequestError("messages must contain at least one message", param="messages")
-    parts: list[str] = []
+    parts: list[PromptPart] = []
     for i, message in enumerate(messages):
         role = message.get("role")
         if role not in ROLES:
@@ -57,19 +64,32 @@ def render_chat(messages: Sequence[Mapping[str, object]], add_generation_prompt:
                 param=f"messages[{i}].role",
             )
         content = _content_text(message.get("content"), i)
-        parts.append(f"{IM_START}{role}{IM_SEP}{content}{IM_END}")
+        parts += [PromptPart(f"{IM_START}{role}{IM_SEP}", trusted=True), PromptPart(content)]
+        parts.append(PromptPart(IM_END, trusted=True))
     if add_generation_prompt:
-        parts.append(GENERATION_PROMPT)
-    return "".join(parts)
+        parts.append(PromptPart(GENERATION_PROMPT, trusted=True))
+    return Prompt(tuple(p for p in parts if p.text))
 
 
 def _content_text(content: object, index: int) -> str:
-    """Accept a string or OpenAI's list of text parts; Phi-4 is text-only."""
+    """Accept a string or OpenAI's list of text parts; Phi-4 is text-only, so other parts are refused by name."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list) and all(isinstance(p, Mapping) and p.get("type") == "text" for p in content):
-        return "".join(str(p.get("text", "")) for p in content)
-    raise InvalidRequestError(
-        f"messages[{index}].content must be a string or a list of text parts",
-        param=f"messages[{index}].content",
-    )
+    if not isinstance(content, list):
+        raise InvalidRequestError(
+            f"messages[{index}].content must be a string or a list of text parts",
+            param=f"messages[{index}].content",
+        )
+    texts = []
+    for j, part in enumerate(content):
+        where = f"messages[{index}].content[{j}]"
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind != "text":
+            raise InvalidRequestError(
+                f"{where}.type must be 'text' (Phi-4 reads text only), got {kind!r}", param=f"{where}.type"
+            )
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise InvalidRequestError(f"{where}.text must be a string", param=f"{where}.text")
+        texts.append(text)
+    return "".join(texts)

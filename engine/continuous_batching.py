@@ -103,7 +103,7 @@ class ContinuousBatcher:
                 manager.add_request(
                     seq.prompt_ids,
                     request_id=rid,
-                    max_new_tokens=seq.params.max_tokens,
+                    max_new_tokens=seq.max_tokens,
                     streaming=stream or bool(seq.params.stop),
                     eos_token_id=self._eos,
                     **kwargs,

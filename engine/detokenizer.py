@@ -50,14 +50,22 @@ class IncrementalDetokenizer:
             self.stopped = True
 
     def _held_back(self) -> int:
-        """Characters at the end of the text that could still become a stop string."""
+        """Characters at the end of the text that could still become a stop string.
+
+        Only positions holding a stop string's first character are tried, earliest first (the longest tail
+        wins), so a step costs about the stop strings' length, not its square.
+        """
         if self.stopped or not self._stop:
             return 0
-        for n in range(min(len(self.text), max(len(s) for s in self._stop) - 1), 0, -1):
-            tail = self.text[-n:]
-            if any(s.startswith(tail) for s in self._stop):
-                return n
-        return 0
+        held = 0
+        for stop in self._stop:
+            pos = self.text.find(stop[0], max(0, len(self.text) - len(stop) + 1))
+            while pos != -1:
+                if stop.startswith(self.text[pos:]):
+                    held = max(held, len(self.text) - pos)
+                    break
+                pos = self.text.find(stop[0], pos + 1)
+        return held
 
     def delta(self, final: bool = False) -> str:
         """Text not yet emitted that is safe to emit now (everything, once ``final``)."""

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from phifleet.engine import deepspeed_prep
-from phifleet.engine.chat_template import ENDOFTEXT, IM_END, render_chat
+from phifleet.engine.chat_template import ENDOFTEXT, IM_END
 from phifleet.engine.config import EngineConfig
 from phifleet.engine.continuous_batching import ContinuousBatcher
-from phifleet.engine.errors import EngineError
 from phifleet.engine.loading import (
     ResolvedModel,
     check_dtype,
@@ -23,7 +22,7 @@ from phifleet.engine.loading import (
 from phifleet.engine.scoring import label_logprobs
 from phifleet.engine.sequence import Sequence as Seq
 from phifleet.engine.static_batching import decode_steps, length_buckets
-from phifleet.engine.types import GenerationRequest, GenerationResult, LabelScores, StreamDelta
+from phifleet.engine.types import GenerationRequest, GenerationResult, LabelScores, Prompt, StreamDelta
 from phifleet.engine.validation import RequestValidator
 
 
@@ -82,23 +81,39 @@ class Engine:
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def render_chat(self, messages: Sequence[Mapping[str, object]], add_generation_prompt: bool = True) -> str:
-        return render_chat(messages, add_generation_prompt)
-
     # --- validation ------------------------------------------------------------------------
     def prepare(self, request: GenerationRequest) -> Seq:
-        """Validate and tokenize one request; raises InvalidRequestError naming the bad field."""
+        """Validate and tokenize one request; raises InvalidRequestError naming the bad field.
+
+        Thread-safe (the validator tokenizes with its own tokenizer): a server prepares requests on another
+        thread, so a long prompt never stalls the engine's decoding loop.
+        """
         ids = self.validator.generation(request)
         eos = frozenset() if request.params.ignore_eos else self.eos_ids
-        return Seq(ids, request.params, self.tokenizer, eos, request.request_id)
+        budget = self.validator.completion_budget(request, len(ids))
+        return Seq(ids, request.params, self.tokenizer, eos, request.request_id, max_tokens=budget)
+
+    def _prepare_each(self, items: Sequence[GenerationRequest | Seq]) -> list[Seq | Exception]:
+        """Each request prepared, or the exception it raised: one bad request fails alone."""
+        out: list[Seq | Exception] = []
+        for item in items:
+            try:
+                out.append(item if isinstance(item, Seq) else self.prepare(item))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     # --- generation ------------------------------------------------------------------------
     def _steps(self, seqs: list[Seq], stream: bool = False) -> Iterator[list[Seq]]:
         """Yield the sequences that advanced, step by step, until all are finished."""
         if self.batching == "continuous":
-            # The CB sampler shares one random stream: seeded requests keep their guarantee on the static path;
-            # its end-of-text ids are global, so ignore_eos requests go static too.
-            cont = [s for s in seqs if (s.params.greedy or s.params.seed is None) and not s.params.ignore_eos]
+            # The CB sampler shares one random stream and shows no logits: seeded requests (to keep their
+            # guarantee), logprobs and logit_bias go static; its end-of-text ids are global, so ignore_eos too.
+            cont = [
+                s
+                for s in seqs
+                if (s.params.greedy or s.params.seed is None) and not s.params.ignore_eos and not s.params.needs_logits
+            ]
             rest = [s for s in seqs if s not in cont]
             if cont:
                 yield from self._continuous_batcher().steps(cont, stream)
@@ -118,43 +133,65 @@ class Engine:
             )
         return self._continuous
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        """Generate for many requests at once; results come back in request order."""
-        seqs = [self.prepare(r) for r in requests]
+    def generate_each(self, requests: Sequence[GenerationRequest | Seq]) -> list[GenerationResult | Exception]:
+        """Generate for many requests at once: each gets its result, or the exception that failed it alone.
+
+        Requests may come already prepared (``prepare``). An exception that breaks the batch as a whole (the
+        forward pass itself) propagates: the caller decides whether to retry the requests apart.
+        """
+        prepared = self._prepare_each(requests)
+        seqs = [p for p in prepared if isinstance(p, Seq)]
         for _ in self._steps(seqs):
             pass
-        return [s.result() for s in seqs]
+        out: list[GenerationResult | Exception] = []
+        for p in prepared:
+            if isinstance(p, Exception):
+                out.append(p)
+            else:
+                out.append(p.error if p.error is not None else p.result())
+        return out
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Generate for many requests at once; results come back in request order. Raises the first failure."""
+        results = self.generate_each(requests)
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+        return results  # type: ignore[return-value]
 
     def stream(self, request: GenerationRequest) -> Iterator[StreamDelta]:
         """Text deltas as tokens are produced; the last delta carries finish reason and usage.
 
         Closing the iterator early (a client that went away) stops the generation.
         """
-        seq = self.prepare(request)
-        for _ in self._steps([seq], stream=True):
-            delta = seq.stream_delta()
-            if delta is not None:
-                yield delta
+        for _, item in self.stream_batch([request]):
+            if isinstance(item, Exception):
+                raise item
+            yield item
 
     def stream_batch(
-        self, requests: Sequence[GenerationRequest], cancelled: Callable[[int], bool] = lambda i: False
-    ) -> Iterator[tuple[int, StreamDelta | EngineError]]:
+        self, requests: Sequence[GenerationRequest | Seq], cancelled: Callable[[int], bool] = lambda i: False
+    ) -> Iterator[tuple[int, StreamDelta | Exception]]:
         """Stream many requests as one batch: (request index, delta) as tokens are produced.
 
-        A request that fails validation yields (index, its EngineError) and the others still run; once
-        ``cancelled(index)`` is true, that request is dropped from the batch at its next step.
+        A request that fails (validation, sampling, detokenizing) yields (index, its exception) once and the
+        others still run; once ``cancelled(index)`` is true, that request is dropped at its next step.
         """
         seqs: dict[int, Seq] = {}
-        for i, r in enumerate(requests):
-            try:
-                seqs[i] = self.prepare(r)
-            except EngineError as exc:
-                yield i, exc
+        for i, p in enumerate(self._prepare_each(requests)):
+            if isinstance(p, Exception):
+                yield i, p
+            else:
+                seqs[i] = p
         index = {id(s): i for i, s in seqs.items()}
         for advanced in self._steps(list(seqs.values()), stream=True):
             for seq in advanced:
                 i = index[id(seq)]
                 if seq.cancelled:
+                    continue
+                if seq.error is not None:
+                    seq.cancel()  # reported once; nothing more comes from it
+                    yield i, seq.error
                     continue
                 if cancelled(i):
                     seq.cancel()
@@ -167,7 +204,7 @@ class Engine:
     def label_token_ids(self, labels: Sequence[str]) -> list[list[int]]:
         return self.validator.label_ids(labels)
 
-    def score_labels(self, prompts: Sequence[str], labels: Sequence[str]) -> list[LabelScores]:
+    def score_labels(self, prompts: Sequence[str | Prompt], labels: Sequence[str]) -> list[LabelScores]:
         """Classify each prompt (already rendered, ending in the assistant turn) into one of ``labels``."""
         label_ids = self.validator.label_ids(labels)
         prompt_ids = [

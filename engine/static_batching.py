@@ -21,7 +21,7 @@ def length_buckets(seqs: list[Sequence], max_batch_size: int, max_batch_tokens: 
     batch: list[Sequence] = []
     longest = 0
     for seq in ordered:
-        need = len(seq.prompt_ids) + seq.params.max_tokens
+        need = len(seq.prompt_ids) + seq.max_tokens
         if batch and (len(batch) >= max_batch_size or max(longest, need) * (len(batch) + 1) > max_batch_tokens):
             yield batch
             batch, longest = [], 0
@@ -42,10 +42,10 @@ def decode_steps(
     with torch.inference_mode():
         out, cache, mask, positions = prefill(model, [s.prompt_ids for s in seqs], pad_id, device)
         active = list(seqs)
-        tokens = choose_next_tokens(out.logits[:, -1, :], active)
+        tokens, entries = choose_next_tokens(out.logits[:, -1, :], active)
     while True:
-        for seq, tok in zip(active, tokens, strict=True):
-            seq.push(tok)
+        for seq, tok, entry in zip(active, tokens, entries, strict=True):
+            seq.push(tok, entry)
         yield active
         keep = [i for i, s in enumerate(active) if not s.finished]
         if not keep:
@@ -68,4 +68,4 @@ def decode_steps(
                 use_cache=True,
                 logits_to_keep=1,
             )
-            tokens = choose_next_tokens(out.logits[:, -1, :], active)
+            tokens, entries = choose_next_tokens(out.logits[:, -1, :], active)

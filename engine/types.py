@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,6 +25,19 @@ class SamplingParams(BaseModel):
     ignore_eos: bool = Field(
         default=False, description="Generate max_tokens even past end-of-text (vLLM's extension; for benchmarks)."
     )
+    fit_to_context: bool = Field(
+        default=False,
+        description="max_tokens is a default, not the client's ask: lower it to what the context window leaves.",
+    )
+    logprobs: int | None = Field(
+        default=None,
+        ge=0,
+        le=20,
+        description="Return each generated token's log-probability and this many most likely alternatives.",
+    )
+    logit_bias: dict[int, float] | None = Field(
+        default=None, description="Added to the logits of these token ids before sampling (-100 bans, 100 forces)."
+    )
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -41,18 +55,88 @@ class SamplingParams(BaseModel):
             raise ValueError("stop strings must be non-empty")
         return value
 
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, value: int | None) -> int | None:
+        if value is not None and not -(2**63) <= value < 2**64:
+            raise ValueError("seed must fit in 64 bits")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_range(cls, value: dict[int, float] | None) -> dict[int, float] | None:
+        for token, bias in (value or {}).items():
+            if token < 0 or not -100 <= bias <= 100:
+                raise ValueError(f"logit_bias maps token ids >= 0 to biases in [-100, 100], got {token}: {bias}")
+        return value or None
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    @property
+    def needs_logits(self) -> bool:
+        """Requests the engine must sample itself (transformers' continuous batcher exposes no logits)."""
+        return self.logprobs is not None or bool(self.logit_bias)
+
+
+@dataclass(frozen=True)
+class PromptPart:
+    """A piece of a prompt: ``trusted`` text (the chat template's own markup) may contain control tokens;
+    anything else (message content, a completion prompt) is encoded as plain text, special-token strings included."""
+
+    text: str
+    trusted: bool = False
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt as template markup and content kept apart, so content can never become control tokens."""
+
+    parts: tuple[PromptPart, ...]
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts)
+
+    @classmethod
+    def plain(cls, text: str) -> Prompt:
+        return cls((PromptPart(text),))
+
+    def to_json(self) -> str:
+        """For a string column between job stages: ``[[text, trusted], ...]``."""
+        return json.dumps([[p.text, p.trusted] for p in self.parts])
+
+    @classmethod
+    def from_json(cls, data: str) -> Prompt:
+        return cls(tuple(PromptPart(text, trusted) for text, trusted in json.loads(data)))
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One token with its log-probability under the model (before temperature, top-p and logit_bias), and
+    on generated tokens the most likely alternatives at that position."""
+
+    token_id: int
+    token: str
+    bytes: tuple[int, ...]
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """A prompt already rendered to text (chat messages go through engine.chat_template first)."""
+    """A prompt: plain ``str`` is trusted text whose special-token strings are control tokens (job templates,
+    benchmarks); a ``Prompt`` keeps client content apart so it is encoded as text (engine.chat_template)."""
 
-    prompt: str
+    prompt: str | Prompt
     params: SamplingParams = field(default_factory=SamplingParams)
     request_id: str | None = None
+    prompt_param: str = "prompt"  # the field a client error about the prompt names ("messages" for chat)
+
+    @property
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt.text
 
 
 @dataclass(frozen=True)
@@ -63,6 +147,7 @@ class GenerationResult:
     completion_tokens: int
     token_ids: tuple[int, ...]
     request_id: str | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None  # one per generated token (end-of-text excluded) if asked
 
 
 @dataclass(frozen=True)
@@ -73,6 +158,7 @@ class StreamDelta:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] | None = None  # of the tokens generated since the previous delta, if asked
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ message a server client would get for the same request.
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,30 +17,49 @@ from transformers import PreTrainedTokenizerBase
 from phifleet.engine.chat_template import IM_END
 from phifleet.engine.errors import ContextLengthExceededError, InvalidRequestError
 from phifleet.engine.loading import load_tokenizer
-from phifleet.engine.types import GenerationRequest
+from phifleet.engine.types import GenerationRequest, Prompt
 
 
 class RequestValidator:
-    """Checks prompts, completion budgets and candidate labels against one tokenizer and context window."""
+    """Checks prompts, completion budgets and candidate labels against one tokenizer and context window.
+
+    Thread-safe: it encodes with its own copy of the tokenizer under a lock, so a serving replica tokenizes
+    on a thread of its own while the engine thread decodes with the original (encoding content as plain text
+    flips a flag on the Rust tokenizer, which must not race with another encode).
+    """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, context_window: int) -> None:
-        self.tokenizer = tokenizer
+        self.tokenizer = copy.deepcopy(tokenizer)
         self.context_window = context_window
+        self.vocab_size = len(tokenizer)
         self.im_end_id: int | None = tokenizer.get_vocab().get(IM_END)
+        self._lock = threading.Lock()
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, context_window: int) -> RequestValidator:
         """Loads only the tokenizer: cheap enough for every CPU worker of a job."""
         return cls(load_tokenizer(Path(model_dir)), context_window)
 
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+    def encode(self, text: str, plain: bool = False) -> list[int]:
+        """Token ids of ``text``; ``plain`` encodes special-token strings as ordinary text (client content)."""
+        with self._lock:
+            return list(self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=plain))
+
+    def encode_prompt(self, prompt: str | Prompt, param: str = "prompt") -> list[int]:
+        """A ``str`` is trusted text (its special-token strings are control tokens); a ``Prompt``'s content is not."""
+        parts = [(prompt, False)] if isinstance(prompt, str) else [(p.text, not p.trusted) for p in prompt.parts]
+        ids: list[int] = []
+        for text, plain in parts:
+            _check_unicode(text, param)
+            ids += self.encode(text, plain=plain)
+        return ids
 
     def prompt_ids(self, prompt: object, reserve: int, param: str = "prompt") -> list[int]:
         """The prompt's token ids, if it is a non-empty string leaving ``reserve`` tokens of the context window."""
-        if not isinstance(prompt, str) or not prompt.strip():
+        text = prompt.text if isinstance(prompt, Prompt) else prompt
+        if not isinstance(text, str) or not text.strip():
             raise InvalidRequestError(f"{param} must be a non-empty string", param=param)
-        ids = self.encode(prompt)
+        ids = self.encode_prompt(prompt, param)  # type: ignore[arg-type]
         if len(ids) + reserve > self.context_window:
             raise ContextLengthExceededError(
                 f"{param} is {len(ids)} tokens and {reserve} more are requested, but the context window is "
@@ -48,12 +69,33 @@ class RequestValidator:
         return ids
 
     def generation(self, request: GenerationRequest) -> list[int]:
-        """A generation request's prompt ids: at least one completion token, and room for ``max_tokens`` of them."""
-        if request.params.max_tokens <= 0:
-            raise InvalidRequestError(
-                f"max_tokens must be at least 1, got {request.params.max_tokens}", param="max_tokens"
+        """A generation request's prompt ids: at least one completion token, and room for ``max_tokens`` of them.
+
+        A ``max_tokens`` the request did not set itself (``fit_to_context``) is a ceiling: use
+        ``completion_budget`` for what the prompt leaves.
+        """
+        params, param = request.params, request.prompt_param
+        if params.max_tokens <= 0:
+            raise InvalidRequestError(f"max_tokens must be at least 1, got {params.max_tokens}", param="max_tokens")
+        if params.max_tokens >= self.context_window and not params.fit_to_context:
+            raise ContextLengthExceededError(
+                f"max_tokens is {params.max_tokens}, but the context window is {self.context_window} tokens "
+                "(prompt and completion together)",
+                param="max_tokens",
             )
-        return self.prompt_ids(request.prompt, request.params.max_tokens)
+        for token in params.logit_bias or {}:
+            if token >= self.vocab_size:
+                raise InvalidRequestError(
+                    f"logit_bias names token {token}, but the vocabulary has {self.vocab_size} tokens",
+                    param="logit_bias",
+                )
+        return self.prompt_ids(request.prompt, 1 if params.fit_to_context else params.max_tokens, param=param)
+
+    def completion_budget(self, request: GenerationRequest, prompt_len: int) -> int:
+        """Tokens this request may generate after a prompt of ``prompt_len`` tokens."""
+        if request.params.fit_to_context:
+            return min(request.params.max_tokens, self.context_window - prompt_len)
+        return request.params.max_tokens
 
     def label_ids(self, labels: Sequence[str]) -> list[list[int]]:
         """Each candidate's tokens as the assistant's whole answer, ending in <|im_end|> if the vocabulary has it."""
@@ -72,3 +114,13 @@ class RequestValidator:
     def label_prompt_ids(self, prompt: object, label_ids: Sequence[Sequence[int]], param: str = "prompt") -> list[int]:
         """A prompt to score labels after: room for the longest candidate."""
         return self.prompt_ids(prompt, max(len(ids) for ids in label_ids), param=param)
+
+
+def _check_unicode(text: str, param: str) -> None:
+    """A lone surrogate (JSON ``"\\ud800"``) is not text: the tokenizer would raise a TypeError deep inside."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            f"{param} is not valid Unicode: a lone surrogate at character {exc.start}", param=param
+        ) from None

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from phifleet.engine.config import EngineConfig
+from phifleet.protocol.limits import RequestLimits
 
 InputFormat = Literal["auto", "jsonl", "parquet", "csv"]
 
@@ -97,6 +98,9 @@ class BatchTask(_Strict):
     """OpenAI Batch API input (`custom_id`, `method`, `url`, `body` per line)."""
 
     kind: Literal["batch"] = "batch"
+    limits: RequestLimits = Field(
+        default_factory=RequestLimits, description="What one line's request may ask for: as the server's `limits`."
+    )
 
 
 Task = Annotated[LabelTask | GenerateTask | BatchTask, Field(discriminator="kind")]

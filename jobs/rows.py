@@ -31,8 +31,22 @@ def row_id(record: dict[str, Any], id_column: str | None, source: str, line: int
         value = record[id_column]
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise RowError(f"column '{id_column}' must be a string or an integer", param=id_column)
-        return str(value)
+        return valid_id(str(value), id_column)
     return f"{source.rsplit('/', 1)[-1]}:{line}"
+
+
+def valid_id(value: str, param: str) -> str:
+    """An id that can be written: a lone surrogate (a JSON ``\\ud800`` escape) is no text for Arrow or a file."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RowError(f"'{param}' is not valid Unicode (a lone surrogate)", param=param) from None
+    return value
+
+
+def safe_text(value: str) -> str:
+    """Any message as writable text: lone surrogates become their escape (``\\ud800``)."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def row_seed(base: int, rid: str) -> int:

@@ -113,11 +113,14 @@ def _columns(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def parse_record(raw: str) -> dict[str, Any]:
-    """The row's fields; raises ValueError with a short reason for malformed JSON or a non-object line."""
+    """The row's fields; raises ValueError with a short reason for malformed JSON, a non-object line, or JSON
+    nested deeper than the parser can go (a RecursionError would otherwise fail the whole block)."""
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ValueError(f"malformed JSON: {exc.msg} at column {exc.colno}") from exc
+    except RecursionError:
+        raise ValueError("malformed JSON: nested too deeply") from None
     if not isinstance(value, dict):
         raise ValueError(f"expected a JSON object, got {type(value).__name__}")
     return value

@@ -5,19 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from phifleet.engine.prompts import classification_prompt
-from phifleet.engine.types import LabelScores
+from phifleet.engine.types import LabelScores, Prompt
 
 
 class ClassifyRequest(BaseModel):
+    """Strict like the OpenAI endpoints: unknown fields and coerced types are refused by name."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     model: str | None = None
     input: str | list[str]
     labels: list[str] = Field(min_length=2)
     instruction: str | None = None
 
-    def prompts(self) -> list[str]:
+    def prompts(self) -> list[Prompt]:
         """One rendered prompt per input text, ending in the assistant turn the labels are scored after."""
         texts = [self.input] if isinstance(self.input, str) else self.input
         return [classification_prompt(t, self.labels, self.instruction) for t in texts]

@@ -48,7 +48,11 @@ class OpenAIError(Exception):
 
 
 def _param(loc: tuple[int | str, ...]) -> str | None:
-    return ".".join(str(p) for p in loc) or None
+    """``messages[0].content[1].text``: list indices in brackets, as the engine's own errors name fields."""
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or None
 
 
 def describe_error(error: ErrorDetails) -> tuple[str | None, str]:

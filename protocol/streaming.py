@@ -6,14 +6,23 @@ ingress only says what happened (role, text, finish, usage) and never builds a c
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_serializer
+from pydantic import BaseModel, Field, PrivateAttr, model_serializer
 
-from phifleet.engine.types import FinishReason
-from phifleet.protocol.responses import Usage, new_id, now
+from phifleet.engine.types import FinishReason, TokenLogprob
+from phifleet.protocol.errors import OpenAIError
+from phifleet.protocol.responses import ChatLogprobs, CompletionLogprobs, TextOffsets, Usage, new_id, now
 
 SSE_DONE = "data: [DONE]\n\n"
+
+
+def sse_error(error: OpenAIError) -> str:
+    """An error after a stream has started (its 200 and headers are sent): one event with OpenAI's error object,
+    as OpenAI and vLLM send it; the stream then ends with ``data: [DONE]``."""
+    return f"data: {json.dumps(error.body())}\n\n"
 
 
 def sse(chunk: BaseModel) -> str:
@@ -36,14 +45,14 @@ class ChatChunkChoice(BaseModel):
     index: int
     delta: ChatDelta
     finish_reason: FinishReason | None = None
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class CompletionChunkChoice(BaseModel):
     index: int
     text: str = ""
     finish_reason: FinishReason | None = None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class _Chunk(BaseModel):
@@ -71,12 +80,18 @@ class CompletionChunk(_Chunk):
 
 
 class ChunkStream(BaseModel):
-    """The chunks of one streamed response; ``chat`` picks chat.completion.chunk over text_completion."""
+    """The chunks of one streamed response; ``chat`` picks chat.completion.chunk over text_completion.
+
+    ``echo`` (completions' ``echo: true``) is the prompt each choice's text starts with; ``text_offset`` of the
+    completions' logprobs counts on from it across a choice's chunks.
+    """
 
     chat: bool
     model: str
+    echo: str = ""
     id: str = ""
     created: int = Field(default_factory=now)
+    _offsets: dict[int, TextOffsets] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, context: Any) -> None:
         if not self.id:
@@ -86,18 +101,23 @@ class ChunkStream(BaseModel):
         return {"id": self.id, "created": self.created, "model": self.model}
 
     def role(self, index: int) -> BaseModel | None:
-        """Chat streams open each choice with the assistant role; completions have no role chunk."""
+        """The chunk that opens choice ``index``: the assistant role in chat, the echoed prompt in completions
+        with ``echo``; None for plain completions, which have no role chunk."""
         if not self.chat:
-            return None
+            if not self.echo:
+                return None
+            return CompletionChunk(**self._stamp(), choices=[CompletionChunkChoice(index=index, text=self.echo)])
         choice = ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content=""))
         return ChatCompletionChunk(**self._stamp(), choices=[choice])
 
-    def text(self, index: int, text: str) -> BaseModel:
+    def text(self, index: int, text: str, logprobs: Sequence[TokenLogprob] | None = None) -> BaseModel:
+        """New text of choice ``index``, with the logprobs of the tokens it came from when they were asked for."""
         if self.chat:
-            return ChatCompletionChunk(
-                **self._stamp(), choices=[ChatChunkChoice(index=index, delta=ChatDelta(content=text))]
-            )
-        return CompletionChunk(**self._stamp(), choices=[CompletionChunkChoice(index=index, text=text)])
+            choice = ChatChunkChoice(index=index, delta=ChatDelta(content=text), logprobs=ChatLogprobs.of(logprobs))
+            return ChatCompletionChunk(**self._stamp(), choices=[choice])
+        offsets = self._offsets.setdefault(index, TextOffsets(len(self.echo)))
+        completion = CompletionChunkChoice(index=index, text=text, logprobs=CompletionLogprobs.of(logprobs, offsets))
+        return CompletionChunk(**self._stamp(), choices=[completion])
 
     def finish(self, index: int, reason: FinishReason) -> BaseModel:
         if self.chat:

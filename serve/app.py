@@ -25,12 +25,15 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         "ray_actor_options": {"num_cpus": d.num_cpus, "num_gpus": d.num_gpus},
         "logging_config": logging,
     }
-    if d.layout == "single":  # the ingress is the replica: it loads the engine and scales like one
-        return OpenAIIngress.options(**replica_options).bind(None, config.model_dump_json(), name)
+    # The ingress's Serve slots are open HTTP requests (cheap; uploads in progress hold one until
+    # http.body_read_timeout_s at most), not engine work: that is bounded by the replicas' max_ongoing_requests +
+    # max_queued_requests, with 429s beyond. So a slow or stalled client cannot take capacity others need.
+    open_requests = {"max_ongoing_requests": config.http.max_open_requests, "logging_config": logging}
+    if d.layout == "single":  # the ingress is the replica: it loads the engine (bounded by LocalReplica's Admission)
+        options = {**replica_options, **open_requests}
+        del options["max_queued_requests"]  # Serve's default: only requests past max_open_requests wait for a slot
+        return OpenAIIngress.options(**options).bind(None, config.model_dump_json(), name)
     replica = Phi4Replica.options(**replica_options).bind(config.model_dump_json())
-    # The ingress only awaits replicas: let it hold every request the replicas may run or queue (Serve's
-    # default of 5 would cap concurrency, and so batching, far below the replicas' own bound).
-    ingress_limit = (d.max_ongoing_requests + max(d.max_queued_requests, 0)) * a.max_replicas
-    return OpenAIIngress.options(
-        ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=max(ingress_limit, 64), logging_config=logging
-    ).bind(replica, config.model_dump_json(), name)
+    return OpenAIIngress.options(ray_actor_options={"num_cpus": 0.1}, **open_requests).bind(
+        replica, config.model_dump_json(), name
+    )

@@ -1,7 +1,13 @@
-"""API keys: `Authorization: Bearer <key>`, compared in constant time; keys are never logged."""
+"""API keys: `Authorization: Bearer <key>`, compared in constant time; keys are never logged.
+
+The scheme is case-insensitive (RFC 7235: `bearer`, `BEARER`) and whitespace around and after it is tolerated, as
+clients and proxies vary. Keys are compared as SHA-256 digests, against every configured key every time, so neither
+the time taken nor a length mismatch says anything about which key nearly matched.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
@@ -22,11 +28,24 @@ def load_api_keys(env_var: str, file: str | None) -> tuple[str, ...]:
     return tuple(keys)
 
 
+def bearer_token(header: str | None) -> str | None:
+    """The credentials of a `Bearer` Authorization header (any case, any whitespace), else None."""
+    parts = (header or "").split(None, 1)
+    if len(parts) != 2 or parts[0].lower() != "bearer":
+        return None
+    return parts[1].strip() or None
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
+
+
 def authorized(header: str | None, keys: tuple[str, ...]) -> bool:
     if not keys:
         return True
-    if not header or not header.startswith("Bearer "):
+    given = bearer_token(header)
+    if given is None:
         return False
-    given = header[len("Bearer ") :].encode()
+    digest = _digest(given)
     # Compare against every key, always, so the time taken says nothing about which key nearly matched.
-    return bool(sum(hmac.compare_digest(given, k.encode()) for k in keys))
+    return bool(sum(hmac.compare_digest(digest, _digest(k)) for k in keys))

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from phifleet.engine.config import EngineConfig
+from phifleet.protocol.limits import RequestLimits
 
 #: Environment of every Ray process phifleet serves from: `phifleet serve` sets it before starting Ray and the
 #: Helm chart puts it on the head and worker containers. Throughput mode runs user code on the replica's own
@@ -73,7 +74,7 @@ class DeploymentConfig(_Strict):
 
 
 class HttpConfig(_Strict):
-    """How the endpoint answers before and while replicas work."""
+    """How the endpoint answers before and while replicas work, and what one HTTP request may take of it."""
 
     ready_timeout_s: float = Field(
         default=2.0,
@@ -82,6 +83,48 @@ class HttpConfig(_Strict):
     )
     access_log: bool = Field(
         default=True, description="Serve's per-request access log lines; off saves CPU per request on small hosts."
+    )
+    max_request_body_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Largest request body; beyond it 413 (refused from Content-Length before reading). Room for a prompt "
+            "of limits.max_prompt_chars even JSON-escaped; raise both together."
+        ),
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        description="All request header names and values together; beyond it 431.",
+    )
+    body_read_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "The whole body must arrive within this long, however it is split; else 408 and the connection is "
+            "closed. Bounds how long a stalled or trickling upload holds an open-request slot."
+        ),
+    )
+    keep_alive_timeout_s: int = Field(
+        default=90,
+        ge=1,
+        description=(
+            "Idle keep-alive connections are closed after this long (Serve's http_options.keep_alive_timeout_s). "
+            "Keep it above the idle timeout of a load balancer in front (often 60 s)."
+        ),
+    )
+    max_open_requests: int = Field(
+        default=2048,
+        ge=1,
+        description=(
+            "HTTP requests one ingress replica holds at once (Serve's max_ongoing_requests of the ingress): uploads "
+            "in progress, requests waiting for or streaming from the engine. Cheap; keep it above what the engine "
+            "admits, (max_ongoing_requests + max_queued_requests) x max_replicas, which answers 429 beyond."
+        ),
+    )
+    openapi_docs: bool = Field(
+        default=False,
+        description="Serve /docs, /redoc and /openapi.json (behind the API key when keys are set); off: 404.",
     )
 
 
@@ -116,6 +159,7 @@ class ServeConfig(_Strict):
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    limits: RequestLimits = Field(default_factory=RequestLimits)
 
     @model_validator(mode="before")
     @classmethod

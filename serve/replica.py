@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 from ray import serve
 
-from phifleet.engine import Engine, EngineError, GenerationRequest, GenerationResult, LabelScores, StreamDelta
+from phifleet.engine import Engine, GenerationRequest, GenerationResult, LabelScores, StreamDelta
+from phifleet.engine.sequence import Sequence
 from phifleet.serve.batching import Batcher
 from phifleet.serve.config import ServeConfig
 from phifleet.serve.metrics import ReplicaMetrics
 
+log = logging.getLogger(__name__)
+
 
 class _Call:
-    """One non-streaming request: its answer (or error) arrives on ``future``."""
+    """One non-streaming request, tokenized: its answer (or error) arrives on ``future``."""
 
     kind = "generate"
 
-    def __init__(self, request: GenerationRequest) -> None:
-        self.request = request
+    def __init__(self, request: GenerationRequest, seq: Sequence) -> None:
+        self.request, self.seq = request, seq
         self.future: asyncio.Future[GenerationResult] = asyncio.get_running_loop().create_future()
 
     @property
@@ -33,8 +37,8 @@ class _Stream:
 
     kind = "stream"
 
-    def __init__(self, request: GenerationRequest) -> None:
-        self.request = request
+    def __init__(self, request: GenerationRequest, seq: Sequence) -> None:
+        self.request, self.seq = request, seq
         self.queue: asyncio.Queue[StreamDelta | BaseException] = asyncio.Queue()
         self.cancelled = False
 
@@ -46,7 +50,9 @@ class _Stream:
 def _merge(deltas: list[StreamDelta]) -> StreamDelta:
     """Deltas that piled up while the caller was busy travel as one (fewer Ray stream items under load)."""
     last = deltas[-1]
-    return StreamDelta("".join(d.text for d in deltas), last.finish_reason, last.prompt_tokens, last.completion_tokens)
+    logprobs = None if last.logprobs is None else tuple(e for d in deltas for e in d.logprobs or ())
+    text = "".join(d.text for d in deltas)
+    return StreamDelta(text, last.finish_reason, last.prompt_tokens, last.completion_tokens, logprobs)
 
 
 @serve.deployment
@@ -57,6 +63,9 @@ class Phi4Replica:
         # The engine is not thread-safe and its work is CPU/GPU-bound: one worker thread keeps the event loop
         # free to accept requests, which wait in the batcher for the engine's next batch.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        # Requests are validated and tokenized on a thread of their own before they queue: a long prompt is
+        # tokenized beside the engine's decoding, never inside its loop (where it stalled every other request).
+        self._tokenize_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
         self._batcher: Batcher[_Call | _Stream] = Batcher(
             self._run_batch, self.engine.max_batch_size, self.config.deployment.batch_wait_timeout_s
         )
@@ -76,6 +85,10 @@ class Phi4Replica:
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    async def _prepare(self, request: GenerationRequest) -> Sequence:
+        """Validate and tokenize off the engine thread; a client error raises here, before the request queues."""
+        return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, self.engine.prepare, request)
+
     async def _run_batch(self, kind: str, batch: list) -> None:
         self.metrics.queue_depth.set(self.waiting)
         self.metrics.batch_size.observe(len(batch))
@@ -86,8 +99,8 @@ class Phi4Replica:
 
     async def _generate_batch(self, batch: list[_Call]) -> None:
         try:
-            results = await self._run(self._generate_isolated, [c.request for c in batch])
-        except Exception as exc:  # the engine failed under the whole batch: every caller gets the error
+            results = await self._run(self._generate_isolated, batch)
+        except Exception as exc:  # not even one by one: every caller gets the error
             results = [exc] * len(batch)
         for call, result in zip(batch, results, strict=True):
             if call.future.done():
@@ -97,28 +110,30 @@ class Phi4Replica:
             else:
                 call.future.set_result(result)
 
-    def _generate_isolated(self, requests: list[GenerationRequest]) -> list[GenerationResult | EngineError]:
-        """One engine batch; if a request is invalid, the others still get their answer."""
+    def _generate_isolated(self, batch: list[_Call]) -> list[GenerationResult | Exception]:
+        """One engine batch: a request that fails (of whatever exception) fails alone and the others get their
+        answer; if the batch as a whole breaks, each request is run again by itself from its request."""
         try:
-            return list(self.engine.generate(requests))
-        except EngineError:
-            out: list[GenerationResult | EngineError] = []
-            for r in requests:
+            return self.engine.generate_each([c.seq for c in batch])
+        except Exception:
+            log.exception("a batch of %d failed as a whole; running its requests one by one", len(batch))
+            out: list[GenerationResult | Exception] = []
+            for call in batch:
                 try:
-                    out.extend(self.engine.generate([r]))
-                except EngineError as exc:
+                    out.extend(self.engine.generate_each([call.request]))
+                except Exception as exc:
                     out.append(exc)
             return out
 
     async def generate_one(self, request: GenerationRequest) -> GenerationResult:
-        call = _Call(request)
+        call = _Call(request, await self._prepare(request))
         self._submit(call)
         return await call.future  # cancelling this call (the caller went away) drops it from the queue
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         """Deltas as tokens are produced. Concurrent streams run as one engine batch (gathered like `generate`'s);
         when the caller goes away (the ingress cancels), this request leaves the batch at the next step."""
-        st = _Stream(request)
+        st = _Stream(request, await self._prepare(request))
         self._submit(st)
         self.running_streams += 1
         self.metrics.running_streams.set(self.running_streams)
@@ -148,7 +163,7 @@ class Phi4Replica:
         loop = asyncio.get_running_loop()
 
         def run() -> None:
-            items = self.engine.stream_batch([st.request for st in batch], cancelled=lambda i: batch[i].cancelled)
+            items = self.engine.stream_batch([st.seq for st in batch], cancelled=lambda i: batch[i].cancelled)
             for i, item in items:
                 loop.call_soon_threadsafe(batch[i].queue.put_nowait, item)
 

@@ -137,7 +137,7 @@ def _examples(rng: random.Random, data: list[Review]) -> list[tuple[str, str]]:
             prompt = render_chat([{"role": "user", "content": WRITE_PROMPT.format(label=r.label, product=r.product)}])
             out.append((prompt, r.text))
         else:
-            out.append((classification_prompt(r.text, _label_set(rng, r.label)), r.label))
+            out.append((classification_prompt(r.text, _label_set(rng, r.label)).text, r.label))
     return out
 
 

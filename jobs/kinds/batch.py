@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 from phifleet.engine.validation import RequestValidator
 from phifleet.jobs.config import BatchTask
 from phifleet.jobs.kinds.base import JobKind, Tally
-from phifleet.jobs.rows import Prepared, RowError
+from phifleet.jobs.rows import Prepared, RowError, valid_id
 from phifleet.jobs.sinks import ERRORS_DIR, RESULTS_DIR, merge_jsonl
 from phifleet.protocol.batch import BatchLine
 from phifleet.protocol.errors import OpenAIError
-from phifleet.protocol.requests import GenerateRequest, parse_request
+from phifleet.protocol.requests import parse_request
 
 if TYPE_CHECKING:
     from phifleet.engine.engine import Engine  # only a type here: the CPU stages never load the engine
@@ -30,7 +30,7 @@ class BatchKind(JobKind[BatchTask]):
 
     def row_id(self, record: dict[str, Any], source: str, line: int) -> str | None:
         custom_id = record.get("custom_id")
-        return custom_id if isinstance(custom_id, str) else None
+        return valid_id(custom_id, "custom_id") if isinstance(custom_id, str) else None
 
     def prepare(self, record: dict[str, Any], rid: str | None, validator: RequestValidator) -> Prepared:
         if not rid:
@@ -38,7 +38,7 @@ class BatchKind(JobKind[BatchTask]):
         if record.get("method", "POST") != "POST":
             raise RowError("method must be POST", param="method")
         try:
-            request = parse_request(str(record.get("url")), record.get("body"))
+            request = parse_request(str(record.get("url")), record.get("body"), limits=self.task.limits)
         except OpenAIError as exc:
             raise RowError(exc.message, param=exc.param) from exc
         for generation in request.generation_requests():
@@ -47,7 +47,7 @@ class BatchKind(JobKind[BatchTask]):
         return Prepared(rid, request.prompt_text(), body)
 
     def run(self, engine: Engine, rows: list[Prepared]) -> list[dict[str, Any]]:
-        parsed: list[GenerateRequest] = [parse_request(**json.loads(r.request)) for r in rows]
+        parsed = [parse_request(**json.loads(r.request), limits=self.task.limits) for r in rows]
         per_row = [p.generation_requests() for p in parsed]
         flat = engine.generate([g for requests in per_row for g in requests])
         out, i = [], 0

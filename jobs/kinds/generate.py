@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from phifleet.engine.chat_template import render_chat
-from phifleet.engine.types import GenerationRequest, SamplingParams
+from phifleet.engine.chat_template import render_chat_prompt
+from phifleet.engine.types import GenerationRequest, Prompt, SamplingParams
 from phifleet.engine.validation import RequestValidator
 from phifleet.jobs.config import GenerateTask
 from phifleet.jobs.kinds.base import JobKind
@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 class GenerateKind(JobKind[GenerateTask]):
     kind = "generate"
 
-    def prompt(self, record: dict[str, Any]) -> str:
-        """The chat prompt: the optional system message, then the template filled from the row's columns."""
+    def prompt(self, record: dict[str, Any]) -> Prompt:
+        """The chat prompt: the optional system message, then the template filled from the row's columns (as text:
+        a row cannot write control tokens)."""
         try:
             user = self.task.prompt_template.format_map(record)
         except KeyError as exc:
@@ -29,9 +30,9 @@ class GenerateKind(JobKind[GenerateTask]):
         except (ValueError, IndexError) as exc:
             raise RowError(f"prompt_template cannot be filled from this row: {exc}") from exc
         system = [{"role": "system", "content": self.task.system}] if self.task.system else []
-        return render_chat([*system, {"role": "user", "content": user}])
+        return render_chat_prompt([*system, {"role": "user", "content": user}])
 
-    def request(self, prompt: str, rid: str) -> GenerationRequest:
+    def request(self, prompt: Prompt, rid: str) -> GenerationRequest:
         """The engine request for a row; seeded per row id, so a row samples the same in any batch or replica."""
         t = self.task
         params = SamplingParams(
@@ -45,9 +46,9 @@ class GenerateKind(JobKind[GenerateTask]):
         return GenerationRequest(prompt, params)
 
     def prepare(self, record: dict[str, Any], rid: str | None, validator: RequestValidator) -> Prepared:
-        prepared = Prepared(str(rid), self.prompt(record))
-        validator.generation(self.request(prepared.prompt, prepared.id))
-        return prepared
+        prompt = self.prompt(record)
+        validator.generation(self.request(prompt, str(rid)))
+        return Prepared(str(rid), prompt.to_json())
 
     def run(self, engine: Engine, rows: list[Prepared]) -> list[dict[str, Any]]:
         return [
@@ -57,5 +58,5 @@ class GenerateKind(JobKind[GenerateTask]):
                 "prompt_tokens": res.prompt_tokens,
                 "completion_tokens": res.completion_tokens,
             }
-            for res in engine.generate([self.request(r.prompt, r.id) for r in rows])
+            for res in engine.generate([self.request(Prompt.from_json(r.prompt), r.id) for r in rows])
         ]

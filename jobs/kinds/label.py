@@ -6,6 +6,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from phifleet.engine.prompts import classification_prompt
+from phifleet.engine.types import Prompt
 from phifleet.engine.validation import RequestValidator
 from phifleet.jobs.config import JobConfig, LabelTask
 from phifleet.jobs.kinds.base import JobKind, Tally
@@ -28,10 +29,10 @@ class LabelKind(JobKind[LabelTask]):
         if self._label_ids is None:
             self._label_ids = validator.label_ids(self.task.labels)
         validator.label_prompt_ids(prompt, self._label_ids)  # room for the longest label, as the engine checks
-        return Prepared(str(rid), prompt)
+        return Prepared(str(rid), prompt.to_json())
 
     def run(self, engine: Engine, rows: list[Prepared]) -> list[dict[str, Any]]:
-        scores = engine.score_labels([r.prompt for r in rows], self.task.labels)
+        scores = engine.score_labels([Prompt.from_json(r.prompt) for r in rows], self.task.labels)
         return [
             {
                 "label": s.label,

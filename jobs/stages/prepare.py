@@ -14,7 +14,7 @@ import ray
 from phifleet.engine.errors import EngineError
 from phifleet.engine.validation import RequestValidator
 from phifleet.jobs.kinds import job_kind
-from phifleet.jobs.rows import Prepared, RowError
+from phifleet.jobs.rows import Prepared, RowError, safe_text
 from phifleet.jobs.sources import parse_record
 from phifleet.jobs.stages.base import Stage, StageSpec, columns, table
 from phifleet.protocol.errors import openai_error
@@ -91,6 +91,8 @@ def prepare(batch: pa.Table, spec: StageSpec, skip_ref: ray.ObjectRef | SkipSets
                 raise RowError(f"duplicate id {rid!r}: an earlier row has it", code="duplicate_id")
         except (RowError, EngineError) as exc:
             error, prepared = as_row_error(exc), None
+        except Exception as exc:  # whatever one row does, it becomes its own error row; the batch goes on
+            error, prepared = RowError(f"the row could not be prepared: {type(exc).__name__}: {exc}"), None
         values = {
             "source": source,
             "line": line,
@@ -98,7 +100,7 @@ def prepare(batch: pa.Table, spec: StageSpec, skip_ref: ray.ObjectRef | SkipSets
             "prompt": prepared.prompt if prepared else "",
             "request": prepared.request if prepared else "",
             "raw": raw,
-            "error": str(error) if error else None,
+            "error": safe_text(str(error)) if error else None,
             "error_code": error.code if error else None,
             "param": error.param if error else None,
         }

@@ -55,18 +55,21 @@ class Replica:
         return table({**data, "error": errors, "error_code": codes, "output": outputs}, ANSWERED_SCHEMA)
 
     def _run(self, rows: list[Prepared]) -> list[dict[str, Any] | Exception]:
-        """The whole batch at once; if a row makes the engine refuse it, retry one by one to isolate it."""
+        """The whole batch at once; if any row fails it (whatever the exception), retry one by one so that
+        row alone becomes an error row. A replica that cannot run even one row fails its task (Ray retries)."""
         if not rows:
             return []
         try:
             return list(self.kind.run(self.engine, rows))
-        except EngineError:
+        except Exception as batch_error:
             results: list[dict[str, Any] | Exception] = []
             for row in rows:
                 try:
                     results.extend(self.kind.run(self.engine, [row]))
-                except EngineError as exc:
+                except Exception as exc:
                     results.append(exc)
+            if len(rows) > 1 and all(isinstance(r, Exception) and not isinstance(r, EngineError) for r in results):
+                raise batch_error  # every row failed unexpectedly: the replica, not the rows, is broken
             return results
 
 

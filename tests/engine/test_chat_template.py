@@ -52,7 +52,8 @@ def test_text_parts_are_joined():
         ([], "messages"),
         ([{"role": "tool", "content": "x"}], "messages[0].role"),
         ([{"role": "user", "content": 3}], "messages[0].content"),
-        ([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}], "messages[0].content"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}], "messages[0].content[0].type"),
+        ([{"role": "user", "content": [{"type": "text", "text": None}]}], "messages[0].content[0].text"),
     ],
 )
 def test_bad_messages_name_the_field(messages, param):
@@ -62,6 +63,6 @@ def test_bad_messages_name_the_field(messages, param):
 
 
 def test_classification_prompt_names_the_labels():
-    prompt = classification_prompt("great", ["a", "b"])
+    prompt = classification_prompt("great", ["a", "b"]).text
     assert prompt.startswith("<|im_start|>system<|im_sep|>Classify the text as one of: a, b.")
     assert prompt.endswith("<|im_start|>user<|im_sep|>great<|im_end|><|im_start|>assistant<|im_sep|>")

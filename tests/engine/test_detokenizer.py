@@ -41,3 +41,15 @@ def test_prefix_of_stop_is_released_when_it_turns_out_not_to_stop(engine):
 def test_earliest_of_several_stops_wins(engine):
     detok, _ = feed(engine, "one two three four", stop=("four", "two"))
     assert detok.text == "one "
+
+
+def test_held_back_tail_is_the_longest_that_can_still_become_a_stop_string(engine):
+    """The scan tries only positions holding a stop string's first character; it must still find the longest."""
+    detok = IncrementalDetokenizer(engine.tokenizer, ("aab!", "b?"))
+    detok.text = "xxaab"
+    assert detok._held_back() == 3  # "aab" may become "aab!"; "b" alone would be shorter
+    detok.text = "xxaaxb"
+    assert detok._held_back() == 1
+    long_stop = IncrementalDetokenizer(engine.tokenizer, ("a" * 255 + "b",))
+    long_stop.text = "a" * 300
+    assert long_stop._held_back() == 255

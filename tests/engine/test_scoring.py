@@ -43,7 +43,7 @@ def test_prefix_shared_scores_equal_full_sequence_scores(engine):
     prompts = [classification_prompt(t, labels) for t in ("Great kettle!", "It broke on day one, what junk.")]
     scored = engine.score_labels(prompts, labels)
     for prompt, result in zip(prompts, scored, strict=True):
-        expected = naive_scores(engine, prompt, labels)
+        expected = naive_scores(engine, prompt.text, labels)
         assert [result.logprobs[label] for label in labels] == pytest.approx(expected, abs=1e-4)
         for label, ids in zip(labels, engine.label_token_ids(labels), strict=True):
             assert result.normalized_logprobs[label] == pytest.approx(result.logprobs[label] / len(ids))

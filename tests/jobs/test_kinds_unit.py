@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from phifleet.engine.errors import ContextLengthExceededError
+from phifleet.engine.types import Prompt
 from phifleet.engine.validation import RequestValidator
 from phifleet.jobs.config import BatchTask, GenerateTask, InputConfig, JobConfig, LabelTask, OutputConfig, Task
 from phifleet.jobs.kinds import KINDS, BatchKind, LabelKind, Tally, job_kind
@@ -56,7 +57,7 @@ def test_row_ids():
 def test_label_kind(validator):
     kind = job_kind(config(LabelTask(labels=LABELS)), "phi-4")
     prepared = kind.prepare({"text": "great kettle"}, "r1", validator)
-    assert prepared.id == "r1" and "great kettle" in prepared.prompt
+    assert prepared.id == "r1" and "great kettle" in Prompt.from_json(prepared.prompt).text
     for record, message in [
         ({}, "missing text column 'text'"),
         ({"text": 3}, "must be a string"),
@@ -85,7 +86,8 @@ def test_generate_kind(validator):
     task = GenerateTask(prompt_template="Review a {product}.", system="Be kind.", max_tokens=8, seed=3)
     kind = job_kind(config(task), "m")
     prepared = kind.prepare({"product": "lamp"}, "k", validator)
-    assert prepared.prompt.startswith("<|im_start|>system<|im_sep|>Be kind.") and "Review a lamp." in prepared.prompt
+    text = Prompt.from_json(prepared.prompt).text
+    assert text.startswith("<|im_start|>system<|im_sep|>Be kind.") and "Review a lamp." in text
     with pytest.raises(RowError, match="needs column 'product'") as err:
         kind.prepare({"tone": "x"}, "k", validator)
     assert err.value.param == "product"

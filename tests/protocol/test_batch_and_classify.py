@@ -24,7 +24,7 @@ def test_batch_lines():
 
 def test_classify_request_and_response():
     req = ClassifyRequest(input="The kettle is awful.", labels=["positive", "negative"])
-    [prompt] = req.prompts()
+    [prompt] = (p.text for p in req.prompts())
     assert "The kettle is awful." in prompt and prompt.endswith("<|im_start|>assistant<|im_sep|>")
     scores = [LabelScores("negative", {"positive": -3.0, "negative": -1.0}, {}, 7)]
     body = ClassifyResponse.from_scores(scores, "phi-4").model_dump()

@@ -21,17 +21,27 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(name: str, config: dict[str, Any]) -> Iterator[str]:
-    """`phifleet.serve.app:build_app(config)` served under `name`; yields its base URL; deletes it and stops Serve."""
+def running_app(name: str, config: dict[str, Any], more: dict[str, dict[str, Any]] | None = None) -> Iterator[str]:
+    """`phifleet.serve.app:build_app(config)` served under `name`; yields its base URL; deletes it and stops Serve.
+
+    Serve's proxy gets the config's http.keep_alive_timeout_s, as `phifleet serve` and the chart give it. Apps in
+    `more` (name -> config) run beside it on the same Serve, each at route prefix `/<name>`.
+    """
     from ray import serve
+    from ray.serve.api import RunTarget
 
     from phifleet.serve.app import build_app
+    from phifleet.serve.config import ServeConfig
 
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(config), name=name, route_prefix="/")
+    keep_alive = ServeConfig.model_validate(config).http.keep_alive_timeout_s
+    serve.start(http_options={"host": "127.0.0.1", "port": port, "keep_alive_timeout_s": keep_alive})
+    targets = [RunTarget(build_app(config), name=name, route_prefix="/")]
+    targets += [RunTarget(build_app(c), name=n, route_prefix=f"/{n}") for n, c in (more or {}).items()]
+    serve.run_many(targets)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        serve.delete(name)
+        for target in targets:
+            serve.delete(target.name)
         serve.shutdown()

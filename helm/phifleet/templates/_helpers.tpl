@@ -100,7 +100,14 @@ uses `fail`: `helm lint` cannot pass --api-versions, so there it is only logged 
 {{- toJson $cfg -}}
 {{- end -}}
 
+{{/* Serve's HTTP proxy: on the chart's serve port, idle keep-alive connections closed after the config's
+http.keep_alive_timeout_s (90 is HttpConfig's default; tests/serve/test_hostile_http.py checks they agree). */}}
 {{- define "phifleet.serveConfigV2" -}}
+{{- $http := get (.Values.serve.config | default dict) "http" | default dict -}}
+http_options:
+  host: 0.0.0.0
+  port: {{ .Values.serve.port }}
+  keep_alive_timeout_s: {{ get $http "keep_alive_timeout_s" | default 90 | int }}
 applications:
   - name: phifleet
     import_path: phifleet.serve.app:build_app
