@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="phifleet", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"phifleet {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("-v", "--verbose", action="store_true", help="INFO logs, and Ray Data's own progress output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _model_commands(sub)
     _generate_one(sub)

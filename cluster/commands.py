@@ -41,7 +41,7 @@ def job(args: argparse.Namespace) -> int:
         return 0
     from phifleet.jobs.pipeline import run_job, summary_text
 
-    manifest = run_job(config)
+    manifest = run_job(config, verbose=bool(getattr(args, "verbose", False)))
     print(summary_text(manifest))
     return 0 if manifest["counts"]["accounted"] else 1
 

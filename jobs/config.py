@@ -14,6 +14,7 @@ from phifleet.engine.config import EngineConfig
 from phifleet.protocol.limits import RequestLimits
 
 InputFormat = Literal["auto", "jsonl", "parquet", "csv"]
+MAX_FIELD_BYTES = 1 << 20  # CSV fields up to 1 MiB (Python's csv module stops at 128 KiB)
 
 
 class _Strict(BaseModel):
@@ -31,14 +32,36 @@ class InputConfig(_Strict):
     text_column: str = Field(default="text", description="Column holding the text (label/generate jobs).")
     id_column: str | None = Field(
         default="id",
-        description="Column holding a unique row id; rows without one get '<file>:<line>'. None: always derive.",
+        description=(
+            "Column holding a unique row id (a string; whole numbers become decimal strings). Rows without one get "
+            "'@<path>:<line>', the file's path under the input root and its line (CSV, JSONL) or row (Parquet). "
+            "None: always derive."
+        ),
+    )
+    max_field_bytes: int = Field(
+        default=MAX_FIELD_BYTES,
+        ge=1,
+        le=1 << 30,
+        description="Largest CSV field read, in bytes (UTF-8); a row with a larger field becomes an error row.",
     )
 
 
 class OutputConfig(_Strict):
-    path: str = Field(description="Output directory (local or fsspec URL); re-running with it resumes the job.")
+    path: str = Field(
+        description=(
+            "Output directory (local or fsspec URL): new, empty, or one phifleet created; re-running the same job "
+            "with it resumes the job."
+        )
+    )
     format: Literal["parquet", "jsonl"] = Field(
         default="parquet", description="Result shards' format (OpenAI Batch jobs always write JSONL)."
+    )
+    overwrite: bool = Field(
+        default=False,
+        description=(
+            "Start afresh in an output folder phifleet created: its results, errors, index and manifest are removed "
+            "(nothing else). Off: a re-run resumes, and stops if the job's config or input changed."
+        ),
     )
 
 

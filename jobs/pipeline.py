@@ -19,9 +19,12 @@ import ray
 
 from phifleet.engine.loading import resolve_model
 from phifleet.jobs.config import JobConfig
+from phifleet.jobs.durable import write_atomic
 from phifleet.jobs.kinds import job_kind
-from phifleet.jobs.sinks import ERRORS_DIR, RESULTS_DIR, Committed, load_committed
-from phifleet.jobs.sources import RAW_SCHEMA, bytes_per_row, expand_paths, read_files
+from phifleet.jobs.output import MANIFEST_FILE, OutputFolder
+from phifleet.jobs.progress import Progress, quiet_ray_data
+from phifleet.jobs.sinks import ERRORS_DIR, RESULTS_DIR, Committed
+from phifleet.jobs.sources import RAW_SCHEMA, bytes_per_row, expand_paths, read_files, read_options
 from phifleet.jobs.stages import SUMMARY_SCHEMA, Stage, StageSpec, check_stages, default_stages, keys_stage
 
 # A prepared row carries its raw text plus the rendered prompt: about three times the stored row.
@@ -65,13 +68,26 @@ def find_duplicates(raw: ray.data.Dataset, spec: StageSpec) -> tuple[set[tuple[s
 
 
 def run_job(
-    config: JobConfig, stages: StagesFactory = default_stages, runtime_env: dict[str, Any] | None = None
+    config: JobConfig,
+    stages: StagesFactory = default_stages,
+    runtime_env: dict[str, Any] | None = None,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     """Run ``config`` to completion (or resume it) and write its manifest.
 
     ``stages`` builds the main pass from the resolved spec (tests wrap a stage to inject a real crash);
     ``runtime_env`` is Ray's, for the embedded Ray this starts (e.g. ``py_modules`` those stages need).
+    The output folder is held for the whole run (jobs/output.py: ownership, identity, lock) and let go however
+    the run ends.
     """
+    quiet_ray_data(verbose)  # the live progress line instead of Ray Data's operator chatter (kept for -v)
+    with OutputFolder(config) as output:
+        return _run_job(config, stages, runtime_env, output)
+
+
+def _run_job(
+    config: JobConfig, stages: StagesFactory, runtime_env: dict[str, Any] | None, output: OutputFolder
+) -> dict[str, Any]:
     started = time.time()
     model = resolve_model(config.engine)
     spec = StageSpec(config.model_dump_json(), str(model.path), model.context_window, model.served_name)
@@ -79,7 +95,7 @@ def run_job(
     check_stages(pipeline, RAW_SCHEMA.names, SUMMARY_SCHEMA.names, RUN_INPUTS)
     check_stages([keys_stage(spec)], RAW_SCHEMA.names)
     urls = expand_paths(config.input.path, config.input.format)
-    before = load_committed(config.output.path)
+    before = output.open(model, urls)  # refuses a foreign folder, another job's rows or a second writer
     init_ray(config.address, runtime_env)
 
     pool = config.pool
@@ -97,7 +113,7 @@ def run_job(
         read_files,
         batch_size=1,
         batch_format="pyarrow",
-        fn_kwargs={"declared_format": config.input.format, "chunk_rows": pool.batch_size},
+        fn_kwargs={**read_options(config.input), "chunk_rows": pool.batch_size},
     )
     duplicates, input_rows = find_duplicates(raw, spec)
     inputs = {"skip_ref": ray.put((frozenset(before.keys), frozenset(duplicates)))}
@@ -107,13 +123,19 @@ def run_job(
 
     run = Counter()
     labels: Counter[str] = Counter()
-    for summary in ds.iter_rows():
-        for key in ("ok", "errors", "prompt_tokens", "completion_tokens"):
-            run[key] += summary[key]
-        run["shards"] += 1
-        labels.update(json.loads(summary["labels"]))
+    progress = Progress(input_rows, done=len(before.keys))
+    try:
+        for summary in ds.iter_rows():
+            for key in ("ok", "errors", "prompt_tokens", "completion_tokens"):
+                run[key] += summary[key]
+            run["shards"] += 1
+            labels.update(json.loads(summary["labels"]))
+            progress.update(summary["ok"] + summary["errors"], summary["prompt_tokens"] + summary["completion_tokens"])
+    finally:
+        progress.close()
 
     wall = time.time() - started
+    run["startup_ms"] = round(1000 * progress.startup_s)
     return _manifest(config, model.served_name, before, run, labels, input_rows, started, wall)
 
 
@@ -128,6 +150,8 @@ def _manifest(
     wall: float,
 ) -> dict[str, Any]:
     ok, errors = before.ok + run["ok"], before.errors + run["errors"]
+    startup = min(run["startup_ms"] / 1000, wall)
+    flowing = wall - startup
     processed = run["ok"] + run["errors"]
     tokens = run["prompt_tokens"] + run["completion_tokens"]
     manifest: dict[str, Any] = {
@@ -146,6 +170,12 @@ def _manifest(
             "completion": before.completion_tokens + run["completion_tokens"],
         },
         "throughput": {"rows_per_s": processed / wall if wall else 0.0, "tokens_per_s": tokens / wall if wall else 0.0},
+        # Start-up (reading, the model's load or build, the first batch) apart from the rate once rows flow.
+        "startup_seconds": round(startup, 3),
+        "processing": {
+            "rows_per_s": processed / flowing if flowing else 0.0,
+            "tokens_per_s": tokens / flowing if flowing else 0.0,
+        },
         "wall_seconds": round(wall, 3),
         "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
@@ -153,17 +183,17 @@ def _manifest(
     }
     job_kind(config, model_name).finish(manifest, before.labels + labels)
     fs, root = fsspec.core.url_to_fs(config.output.path)
-    with fs.open(f"{root.rstrip('/')}/manifest.json", "w") as fh:
-        json.dump(manifest, fh, indent=2)
+    write_atomic(fs, f"{root.rstrip('/')}/{MANIFEST_FILE}", json.dumps(manifest, indent=2).encode())
     return manifest
 
 
 def summary_text(manifest: dict[str, Any]) -> str:
-    c, t = manifest["counts"], manifest["throughput"]
+    c, t = manifest["counts"], manifest.get("processing", manifest["throughput"])
     kind = manifest["job"]["task"]["kind"]
     lines = [
         f"phifleet {kind}: {c['input']} rows -> {c['ok']} ok, {c['errors']} errors "
         f"({c['resumed']} done by an earlier run, {c['processed']} now) in {manifest['wall_seconds']:.1f}s: "
+        f"start-up {manifest.get('startup_seconds', 0.0):.1f}s (reading, loading the model, the first batch), then "
         f"{t['rows_per_s']:.1f} rows/s, {t['tokens_per_s']:.0f} tokens/s",
     ]
     if "labels" in manifest:

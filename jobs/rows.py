@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,14 +27,51 @@ class RowError(ValueError):
         self.param = param
 
 
-def row_id(record: dict[str, Any], id_column: str | None, source: str, line: int) -> str:
-    """The row's id column as a string, or ``<file>:<line>`` when the row has none."""
-    if id_column and id_column in record and record[id_column] is not None:
-        value = record[id_column]
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise RowError(f"column '{id_column}' must be a string or an integer", param=id_column)
-        return valid_id(str(value), id_column)
-    return f"{source.rsplit('/', 1)[-1]}:{line}"
+#: Generated ids are ``@<path>:<line>``; explicit ids of that form are refused, so the two can never collide.
+GENERATED_ID = re.compile(r"@.+:[0-9]+", re.DOTALL)
+
+
+def generated_id(path: str, line: int) -> str:
+    """The id of a row that has none: ``@`` + the file's path under the input root + ``:`` + its line (JSONL,
+    CSV; a CSV row's last physical line) or row number (Parquet, from 1). Unique per input: (path, line) is."""
+    return f"@{path}:{line}"
+
+
+def row_id(record: dict[str, Any], id_column: str | None, path: str, line: int) -> str:
+    """The row's id: its id column as a string (``explicit_id``), or ``generated_id`` when it has none (no
+    such column, or null)."""
+    if id_column and record.get(id_column) is not None:
+        return explicit_id(record[id_column], id_column)
+    return generated_id(path, line)
+
+
+def explicit_id(value: Any, column: str) -> str:
+    """An id column's value as the id string, or RowError (code ``invalid_id``, ``param`` the column).
+
+    Strings are kept as they are; integers become decimal strings, and so do whole floats (``1.0`` -> ``"1"``: what
+    pandas writes for a nullable integer column), so ``1``, ``1.0`` and ``"1"`` are one id (later rows are
+    duplicates). Refused: booleans, floats with a fraction, NaN or infinity, lists and objects; an empty or
+    whitespace-only string; a string of the generated form ``@<path>:<line>``; text with a lone surrogate.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        kind = "a boolean" if isinstance(value, bool) else f"a JSON {_json_type(value)}"
+        raise RowError(f"column '{column}' must be a string or a whole number, got {kind}", "invalid_id", column)
+    if isinstance(value, float):
+        if not (math.isfinite(value) and value.is_integer()):
+            raise RowError(f"column '{column}' must be a string or a whole number, got {value!r}", "invalid_id", column)
+        value = int(value)
+    text = str(value)
+    if not text.strip():
+        raise RowError(f"column '{column}' is empty", "invalid_id", column)
+    if GENERATED_ID.fullmatch(text):
+        raise RowError(
+            f"id {text!r} has the form '@<path>:<line>' that generated ids have: use another id", "invalid_id", column
+        )
+    return valid_id(text, column)
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array"}.get(type(value), type(value).__name__)
 
 
 def valid_id(value: str, param: str) -> str:

@@ -49,9 +49,10 @@ class JobKind(ABC, Generic[TaskT]):
         """Format of the result shards."""
         return self.config.output.format
 
-    def row_id(self, record: dict[str, Any], source: str, line: int) -> str | None:
-        """The row's id for duplicates, results and errors; raises RowError for an unusable id."""
-        return row_id(record, self.config.input.id_column, source, line)
+    def row_id(self, record: dict[str, Any], path: str, line: int) -> str | None:
+        """The row's id for duplicates, results and errors; raises RowError for an unusable id. ``path`` is the
+        file's path under the input root (generated ids are ``@<path>:<line>``, ``rows.generated_id``)."""
+        return row_id(record, self.config.input.id_column, path, line)
 
     @abstractmethod
     def prepare(self, record: dict[str, Any], rid: str | None, validator: RequestValidator) -> Prepared:

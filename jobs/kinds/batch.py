@@ -28,9 +28,15 @@ class BatchKind(JobKind[BatchTask]):
     def output_format(self) -> str:
         return "jsonl"  # the shards are concatenated into OpenAI's output file
 
-    def row_id(self, record: dict[str, Any], source: str, line: int) -> str | None:
+    def row_id(self, record: dict[str, Any], path: str, line: int) -> str | None:
+        """``custom_id`` as it is: a batch line must name itself (no generated ids). A missing or non-string one is
+        None (``prepare`` refuses it); an empty or whitespace-only one is refused here, as an empty id column is."""
         custom_id = record.get("custom_id")
-        return valid_id(custom_id, "custom_id") if isinstance(custom_id, str) else None
+        if not isinstance(custom_id, str):
+            return None
+        if not custom_id.strip():
+            raise RowError("custom_id must be a non-empty string", code="missing_custom_id", param="custom_id")
+        return valid_id(custom_id, "custom_id")
 
     def prepare(self, record: dict[str, Any], rid: str | None, validator: RequestValidator) -> Prepared:
         if not rid:

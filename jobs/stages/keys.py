@@ -16,19 +16,17 @@ def extract_keys(batch: pa.Table, spec: StageSpec) -> pa.Table:
     kind = job_kind(spec.config, spec.model_name)
     data = columns(batch)
     ids: list[str | None] = []
-    for source, line, raw, read_error in zip(
-        data["source"], data["line"], data["raw"], data["read_error"], strict=True
-    ):
+    for line, raw, read_error, path in zip(data["line"], data["raw"], data["read_error"], data["path"], strict=True):
         rid = None
         if read_error is None:
             try:
-                rid = kind.row_id(parse_record(raw), str(source), int(line))
-            except ValueError:  # malformed JSON or a RowError: no id to check
+                rid = kind.row_id(parse_record(raw), str(path), int(line))
+            except Exception:  # malformed JSON, a RowError, anything: no id to check; prepare reports it
                 rid = None
         ids.append(rid)
     return table({"id": ids, "source": data["source"], "line": data["line"]}, KEYS_SCHEMA)
 
 
 def keys_stage(spec: StageSpec) -> Stage:
-    needs = ("source", "line", "raw", "read_error")
+    needs = ("source", "line", "raw", "read_error", "path")
     return Stage("keys", extract_keys, needs, KEYS_SCHEMA, fn_kwargs={"spec": spec}, map_kwargs={"batch_size": None})

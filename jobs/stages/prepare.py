@@ -69,8 +69,8 @@ def prepare(batch: pa.Table, spec: StageSpec, skip_ref: ray.ObjectRef | SkipSets
     kind = job_kind(spec.config, spec.model_name)
     validator = _validator(spec.model_dir, spec.max_model_len)
     out: dict[str, list] = {c: [] for c in PREPARED_SCHEMA.names}
-    for source, line, raw, read_error in zip(
-        data["source"], data["line"], data["raw"], data["read_error"], strict=True
+    for source, line, raw, read_error, path, read_code in zip(
+        data["source"], data["line"], data["raw"], data["read_error"], data["path"], data["read_code"], strict=True
     ):
         source, line = str(source), int(line)
         if (source, line) in done:
@@ -80,12 +80,12 @@ def prepare(batch: pa.Table, spec: StageSpec, skip_ref: ray.ObjectRef | SkipSets
         error: RowError | None = None
         try:
             if read_error is not None:
-                raise RowError(read_error, code="malformed_row")
+                raise RowError(read_error, code=read_code or "malformed_row")
             try:
                 record = parse_record(raw)
             except ValueError as exc:
                 raise RowError(str(exc), code="invalid_json") from exc
-            rid = kind.row_id(record, source, line)
+            rid = kind.row_id(record, str(path), line)
             prepared = kind.prepare(record, rid, validator)
             if (source, line) in duplicates:
                 raise RowError(f"duplicate id {rid!r}: an earlier row has it", code="duplicate_id")
@@ -114,7 +114,7 @@ def prepare_stage(spec: StageSpec) -> Stage:
     return Stage(
         "prepare",
         prepare,
-        needs=("source", "line", "raw", "read_error"),
+        needs=("source", "line", "raw", "read_error", "path", "read_code"),
         produces=PREPARED_SCHEMA,
         fn_kwargs={"spec": spec},
         map_kwargs={"batch_size": pool.batch_size},

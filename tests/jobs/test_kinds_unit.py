@@ -13,9 +13,9 @@ from phifleet.engine.types import Prompt
 from phifleet.engine.validation import RequestValidator
 from phifleet.jobs.config import BatchTask, GenerateTask, InputConfig, JobConfig, LabelTask, OutputConfig, Task
 from phifleet.jobs.kinds import KINDS, BatchKind, LabelKind, Tally, job_kind
-from phifleet.jobs.rows import RowError
+from phifleet.jobs.rows import RowError, explicit_id, generated_id
 from phifleet.jobs.sinks import ShardWriter, load_committed
-from phifleet.jobs.sources import RAW_SCHEMA
+from phifleet.jobs.sources import RAW_SCHEMA, input_root, iter_rows, read_files, read_options, relative_path
 from phifleet.jobs.stages import SUMMARY_SCHEMA, StageSpec, StageWiringError, check_stages, default_stages
 from phifleet.jobs.stages.prepare import prepare
 from phifleet.jobs.stages.replica import ANSWERED_SCHEMA
@@ -44,14 +44,122 @@ def test_every_task_kind_has_a_handler():
 
 def test_row_ids():
     label = job_kind(config(LabelTask(labels=LABELS)), "m")
-    assert label.row_id({"id": 7}, "file:///d/in.jsonl", 3) == "7"
-    assert label.row_id({"text": "x"}, "file:///d/in.jsonl", 3) == "in.jsonl:3"
-    with pytest.raises(RowError, match="column 'id' must be a string or an integer"):
+    assert label.row_id({"id": 7}, "in.jsonl", 3) == "7"
+    assert label.row_id({"text": "x"}, "a/in.jsonl", 3) == "@a/in.jsonl:3"
+    assert label.row_id({"id": None, "text": "x"}, "in.jsonl", 3) == "@in.jsonl:3"  # null: no id
+    with pytest.raises(RowError, match="column 'id' must be a string or a whole number, got a JSON array"):
         label.row_id({"id": [1]}, "in.jsonl", 1)
     no_column = job_kind(config(LabelTask(labels=LABELS), id_column=None), "m")
-    assert no_column.row_id({"id": "a"}, "in.jsonl", 4) == "in.jsonl:4"
+    assert no_column.row_id({"id": "a"}, "in.jsonl", 4) == "@in.jsonl:4"
     batch = job_kind(config(BatchTask()), "m")
     assert batch.row_id({"custom_id": "c"}, "f", 1) == "c" and batch.row_id({"custom_id": 3}, "f", 1) is None
+    for empty in ("", "  \t"):
+        with pytest.raises(RowError, match="custom_id must be a non-empty string") as err:
+            batch.row_id({"custom_id": empty}, "f", 1)
+        assert err.value.code == "missing_custom_id"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("a", "a"), (1, "1"), (1.0, "1"), (-0.0, "0"), (10**20, "100000000000000000000"), (" x ", " x "), ("@a", "@a")],
+)
+def test_explicit_ids_are_strings(value, expected):
+    assert explicit_id(value, "id") == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (True, "must be a string or a whole number, got a boolean"),
+        (1.5, "got 1.5"),
+        (float("nan"), "got nan"),
+        (float("inf"), "got inf"),
+        ({"a": 1}, "got a JSON object"),
+        ("", "column 'id' is empty"),
+        (" \t", "column 'id' is empty"),
+        ("@in.jsonl:3", "has the form '@<path>:<line>'"),
+        ("@a/b c.csv:12", "has the form"),
+    ],
+)
+def test_unusable_explicit_ids_are_row_errors_naming_the_column(value, message):
+    with pytest.raises(RowError, match=message) as err:
+        explicit_id(value, "id")
+    assert (err.value.code, err.value.param) == ("invalid_id", "id")
+
+
+def test_generated_ids_are_relative_to_the_input_root(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "part-0.parquet").write_bytes(b"")
+    root = f"file://{tmp_path}"
+    assert input_root(str(tmp_path)) == input_root(f"{root}/") == root
+    assert input_root(f"{tmp_path}/*/part-*.parquet") == input_root(f"{root}/a*/x/*.csv") == root
+    assert input_root(str(tmp_path / "a" / "part-0.parquet")) == f"{root}/a"
+    assert relative_path(f"{root}/a/part-0.parquet", root) == "a/part-0.parquet"
+    assert relative_path(f"{root}/a/part-0.parquet", None) == "part-0.parquet"
+    assert relative_path("s3://other/x.csv", root) == "other/x.csv"
+    assert generated_id("a/part-0.parquet", 3) == "@a/part-0.parquet:3"
+
+
+def read_raw(path, fmt, **kw) -> list[dict]:
+    return list(iter_rows(f"file://{path}", fmt, path.name, **kw))
+
+
+def test_jsonl_and_csv_decoding_say_what_happened(tmp_path):
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_bytes(b'\xef\xbb\xbf{"text": "bom"}\n{"text": "caf\xe9"}\r\n\n{"text": "ok \xe2\x80\xa8 sep"}\n')
+    rows = read_raw(jsonl, "jsonl")
+    assert [(r["line"], r["read_code"]) for r in rows] == [(1, None), (2, "invalid_utf8"), (4, None)]
+    assert json.loads(rows[0]["raw"]) == {"text": "bom"} and rows[1]["raw"] == '{"text": "caf\\xe9"}'
+    assert rows[1]["read_error"] == "invalid UTF-8 in line 2 at byte 13 of the line (byte 32 of the file): e9"
+    assert json.loads(rows[2]["raw"])["text"] == "ok \u2028 sep"  # U+2028 is no line break in JSONL
+
+    csv_file = tmp_path / "in.csv"
+    big = "x" * 2000
+    csv_file.write_bytes(
+        b"\xef\xbb\xbfid,text\r\n"
+        b'1,"two\nlines"\r\n'
+        b"2,caf\xe9\r\n"
+        + f'3,"{big}\n{big}"\r\n'.encode()
+        + b"4,"
+        + "\u00e9".encode() * 600  # 600 characters, 1200 bytes
+        + b"\r\n5,fine\r\n\r\n6,a,b\r\n"
+    )
+    rows = read_raw(csv_file, "csv", max_field_bytes=1024)
+    by_line = {r["line"]: r for r in rows}
+    assert [(r["line"], r["read_code"]) for r in rows] == [
+        (3, None),
+        (4, "invalid_utf8"),
+        (6, "field_too_large"),
+        (7, "field_too_large"),
+        (8, None),
+        (10, "malformed_row"),
+    ]
+    assert json.loads(by_line[3]["raw"]) == {"id": "1", "text": "two\nlines"}  # the BOM is not in the header
+    assert by_line[4]["read_error"].startswith("invalid UTF-8 in line 4 at byte 5 of the line")
+    assert by_line[6]["read_error"] == "a field is larger than input.max_field_bytes (1024 bytes) in lines 5-6"
+    assert by_line[7]["read_error"].endswith("in line 7")
+    assert json.loads(by_line[8]["raw"]) == {"id": "5", "text": "fine"}
+    assert by_line[10]["read_error"] == "expected 2 fields, got 3"
+
+
+def test_parquet_binary_text_is_decoded_or_the_row_says_why(tmp_path):
+    import pyarrow.parquet as pq
+
+    text = pa.array([b"great pan", b"\xffbad", b"fine"], pa.binary())
+    blob = pa.array([b"\x89PNG", b"ok", None], pa.binary())
+    pq.write_table(pa.table({"id": [1.0, 2.0, None], "text": text, "blob": blob}), tmp_path / "in.parquet")
+    rows = read_raw(tmp_path / "in.parquet", "parquet", text_columns=("text", "id"))
+    records = [json.loads(r["raw"]) for r in rows]
+    assert records[0] == {"id": 1.0, "text": "great pan", "blob": "base64:iVBORw=="}
+    assert records[2] == {"id": None, "text": "fine", "blob": None}
+    assert [r["read_code"] for r in rows] == [None, "invalid_utf8", None]
+    assert rows[1]["read_error"] == "column 'text' in row 2 is not UTF-8 text: invalid byte 0: ff"
+
+    # a *string* column holding bytes that are not UTF-8 (other writers do not check): that row alone fails
+    bad = pa.Array.from_buffers(pa.string(), 2, pa.array([b"ok", b"\xfe"], pa.binary()).buffers())
+    pq.write_table(pa.table({"text": bad}), tmp_path / "strings.parquet")
+    rows = read_raw(tmp_path / "strings.parquet", "parquet")
+    assert [r["read_code"] for r in rows] == [None, "invalid_utf8"] and json.loads(rows[0]["raw"]) == {"text": "ok"}
 
 
 def test_label_kind(validator):
@@ -134,9 +242,24 @@ def test_batch_kind(validator):
     assert kind.output_format == "jsonl"
 
 
+def test_a_file_that_cannot_be_read_on_is_one_error_row_after_the_rows_read(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "broken.parquet").write_bytes(b"PAR1 not really")
+    (tmp_path / "header.csv").write_bytes(b"id,t\xe9xt\n1,a\n")
+    urls = pa.table({"url": [f"file://{tmp_path}/sub/broken.parquet", f"file://{tmp_path}/header.csv"]})
+    opts = read_options(InputConfig(path=str(tmp_path)))
+    rows = [r for t in read_files(urls, chunk_rows=8, **opts) for r in t.to_pylist()]
+    assert [(r["path"], r["line"], r["read_code"]) for r in rows] == [
+        ("sub/broken.parquet", 1, "unreadable_file"),
+        ("header.csv", 1, "invalid_utf8"),
+    ]
+    assert rows[1]["read_error"].startswith("unreadable file from line 1: the CSV header is not UTF-8: invalid UTF-8")
+
+
 def raw_batch(rows: list[tuple[int, str, str | None]]) -> pa.Table:
     data = {"source": ["in.jsonl"] * len(rows), "line": [r[0] for r in rows], "raw": [r[1] for r in rows]}
-    return pa.Table.from_pydict({**data, "read_error": [r[2] for r in rows]}, schema=RAW_SCHEMA)
+    data |= {"read_error": [r[2] for r in rows], "path": ["in.jsonl"] * len(rows), "read_code": [None] * len(rows)}
+    return pa.Table.from_pydict(data, schema=RAW_SCHEMA)
 
 
 def test_prepare_stage_gives_one_row_per_input_row_except_committed_ones(tmp_path):

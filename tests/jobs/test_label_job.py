@@ -38,7 +38,8 @@ def test_labels_bundled_reviews_with_ids_kept_to_their_rows(ray_local, tmp_path)
     c = manifest["counts"]
     assert (c["input"], c["ok"], c["errors"], c["accounted"]) == (300, 300, 0, True)
     assert sum(manifest["labels"].values()) == 300
-    assert manifest["throughput"]["rows_per_s"] > 0
+    assert manifest["throughput"]["rows_per_s"] > 0 and manifest["startup_seconds"] > 0
+    assert manifest["processing"]["rows_per_s"] >= manifest["throughput"]["rows_per_s"]
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk["counts"] == c and on_disk["job"]["task"]["labels"] == LABELS
 
@@ -53,7 +54,7 @@ def test_malformed_rows_go_to_errors_with_line_numbers(ray_local, tmp_path):
         {"id": "d", "text": "word " * 3000},  # over the tiny model's 2048-token window
         {"id": "a", "text": "a duplicate id"},
         [1, 2, 3],
-        {"text": "no id: gets file:line"},
+        {"text": "no id: gets @file:line"},
         {"id": "e", "text": "   "},
     ]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
@@ -61,7 +62,7 @@ def test_malformed_rows_go_to_errors_with_line_numbers(ray_local, tmp_path):
     manifest = run_job(label_job(src, out))
     results = {r["id"]: r for r in read_results(out)}
     errors = {e["line"]: e for e in read_errors(out)}
-    assert set(results) == {"a", "in.jsonl:9"}
+    assert set(results) == {"a", "@in.jsonl:9"}
     assert results["a"]["line"] == 1  # the first occurrence wins
     assert sorted(errors) == [2, 3, 4, 6, 7, 8, 10]
     assert "malformed JSON" in errors[2]["error"] and errors[2]["raw"] == "{not json"
