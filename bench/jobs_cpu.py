@@ -19,12 +19,14 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+import fsspec
 import ray
 import torch
 
 from phifleet.engine import Engine, EngineConfig
 from phifleet.engine.prompts import classification_prompt
 from phifleet.jobs.config import InputConfig, JobConfig, LabelTask, OutputConfig, PoolConfig
+from phifleet.jobs.durable import write_atomic
 from phifleet.jobs.pipeline import run_job
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,9 +66,26 @@ def pipeline(path: Path, batch_size: int, replicas: int) -> tuple[float, dict]:
     start = time.perf_counter()
     manifest = run_job(config)
     elapsed = time.perf_counter() - start
+    manifest["bench_commits"] = len(list((out / "_index").glob("*.json")))  # one per committed block
+    manifest["bench_shard_bytes"] = max(p.stat().st_size for p in (out / "results").glob("part-*"))
     shutil.rmtree(out)
     assert manifest["counts"]["accounted"] and manifest["counts"]["ok"] == manifest["counts"]["input"]
     return manifest["counts"]["ok"] / elapsed, manifest
+
+
+def commit_seconds(shard_bytes: int, fsync: bool, commits: int = 200) -> float:
+    """Mean time of one block's commit as the write stage makes it (a shard, then its index entry, each written
+    atomically), on this disk, with or without fsync."""
+    fs = fsspec.filesystem("file")
+    folder = Path(tempfile.mkdtemp(prefix="phifleet-bench-fsync-"))
+    shard, index = os.urandom(shard_bytes), os.urandom(2048)
+    start = time.perf_counter()
+    for i in range(commits):
+        write_atomic(fs, str(folder / "results" / f"part-{i}.parquet"), shard, fsync=fsync)
+        write_atomic(fs, str(folder / "_index" / f"part-{i}.json"), index, fsync=fsync)
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(folder)
+    return elapsed / commits
 
 
 def main() -> None:
@@ -84,6 +103,10 @@ def main() -> None:
     bare = bare_loop(data, args.batch_size)
     one, _ = pipeline(data, args.batch_size, 1)
     two, manifest = pipeline(data, args.batch_size, 2)
+    shard_bytes, commits = manifest["bench_shard_bytes"], manifest["bench_commits"]
+    fsync_s, plain_s = commit_seconds(shard_bytes, True), commit_seconds(shard_bytes, False)
+    job_s = args.rows / two
+    fsync_job_s = commits * (fsync_s - plain_s)
     rows = [
         ["bare loop (1 process, no Ray)", f"{bare:.0f}", "1.00x"],
         ["phifleet label, 1 replica", f"{one:.0f}", f"{one / bare:.2f}x"],
@@ -102,6 +125,11 @@ time covers the whole job: listing, the duplicate-id pass, prepare, replicas, sh
 """
         + "\n".join(f"| {' | '.join(r)} |" for r in rows)
         + f"""
+
+Durability: each block is committed with fsync (shard, index entry, their folders). One commit of this job's
+largest shard ({shard_bytes} bytes) and its index entry takes {1000 * fsync_s:.2f} ms with fsync
+and {1000 * plain_s:.2f} ms without, on this disk (mean of 200); the 2-replica job committed {commits} blocks, so
+fsync cost it about {fsync_job_s:.2f} s of {job_s:.1f} s ({100 * fsync_job_s / job_s:.1f}%).
 
 Labels of the last run: {manifest["labels"]}.
 """

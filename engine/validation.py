@@ -34,6 +34,7 @@ class RequestValidator:
         self.vocab_size = len(tokenizer)
         self.im_end_id: int | None = tokenizer.get_vocab().get(IM_END)
         self._lock = threading.Lock()
+        self._markup: dict[str, list[int]] = {}  # the chat template's few markup strings, encoded once
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, context_window: int) -> RequestValidator:
@@ -47,11 +48,29 @@ class RequestValidator:
 
     def encode_prompt(self, prompt: str | Prompt, param: str = "prompt") -> list[int]:
         """A ``str`` is trusted text (its special-token strings are control tokens); a ``Prompt``'s content is not."""
-        parts = [(prompt, False)] if isinstance(prompt, str) else [(p.text, not p.trusted) for p in prompt.parts]
-        ids: list[int] = []
-        for text, plain in parts:
+        if isinstance(prompt, str):
+            _check_unicode(prompt, param)
+            return self.encode(prompt)
+        content = [p.text for p in prompt.parts if not p.trusted]
+        for text in content:
             _check_unicode(text, param)
-            ids += self.encode(text, plain=plain)
+        encoded = iter([])
+        if content:
+            with self._lock:  # all content in one call: a chat prompt's parts cost one tokenizer call, not five
+                batch = self.tokenizer(content, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            encoded = iter(batch)
+        ids: list[int] = []
+        for part in prompt.parts:
+            if not part.trusted:
+                ids += next(encoded)
+                continue
+            markup = self._markup.get(part.text)
+            if markup is None:
+                _check_unicode(part.text, param)
+                markup = self.encode(part.text)
+                if len(self._markup) < 256:
+                    self._markup[part.text] = markup
+            ids += markup
         return ids
 
     def prompt_ids(self, prompt: object, reserve: int, param: str = "prompt") -> list[int]:

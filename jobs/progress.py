@@ -25,6 +25,8 @@ def quiet_ray_data(verbose: bool) -> None:
     ctx.print_on_execution_start = verbose
     for name in RAY_DATA_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    # Its one warning about the bars being off (they are, on purpose) would read like a problem.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 def _duration(seconds: float) -> str:
