@@ -88,7 +88,7 @@ def run_job(
 def _run_job(
     config: JobConfig, stages: StagesFactory, runtime_env: dict[str, Any] | None, output: OutputFolder
 ) -> dict[str, Any]:
-    started = time.time()
+    started, started_mono = time.time(), time.monotonic()
     model = resolve_model(config.engine)
     spec = StageSpec(config.model_dump_json(), str(model.path), model.context_window, model.served_name)
     pipeline = stages(spec)
@@ -123,7 +123,7 @@ def _run_job(
 
     run = Counter()
     labels: Counter[str] = Counter()
-    progress = Progress(input_rows, done=len(before.keys))
+    progress = Progress(input_rows, done=len(before.keys), started=started_mono)
     try:
         for summary in ds.iter_rows():
             for key in ("ok", "errors", "prompt_tokens", "completion_tokens"):
@@ -135,8 +135,7 @@ def _run_job(
         progress.close()
 
     wall = time.time() - started
-    run["startup_ms"] = round(1000 * progress.startup_s)
-    return _manifest(config, model.served_name, before, run, labels, input_rows, started, wall)
+    return _manifest(config, model.served_name, before, run, labels, input_rows, started, wall, progress)
 
 
 def _manifest(
@@ -148,10 +147,11 @@ def _manifest(
     input_rows: int,
     started: float,
     wall: float,
+    progress: Progress,
 ) -> dict[str, Any]:
     ok, errors = before.ok + run["ok"], before.errors + run["errors"]
-    startup = min(run["startup_ms"] / 1000, wall)
-    flowing = wall - startup
+    startup = min(progress.startup_s, wall)
+    rows_s, tokens_s = progress.rates()
     processed = run["ok"] + run["errors"]
     tokens = run["prompt_tokens"] + run["completion_tokens"]
     manifest: dict[str, Any] = {
@@ -170,12 +170,10 @@ def _manifest(
             "completion": before.completion_tokens + run["completion_tokens"],
         },
         "throughput": {"rows_per_s": processed / wall if wall else 0.0, "tokens_per_s": tokens / wall if wall else 0.0},
-        # Start-up (reading, the model's load or build, the first batch) apart from the rate once rows flow.
+        # Start-up (starting Ray, fingerprints, the duplicate-id pass, the model's load, the first block) apart
+        # from the rate once rows flow: first committed block to last (0 for a job of one block).
         "startup_seconds": round(startup, 3),
-        "processing": {
-            "rows_per_s": processed / flowing if flowing else 0.0,
-            "tokens_per_s": tokens / flowing if flowing else 0.0,
-        },
+        "processing": {"rows_per_s": rows_s, "tokens_per_s": tokens_s},
         "wall_seconds": round(wall, 3),
         "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
@@ -188,13 +186,15 @@ def _manifest(
 
 
 def summary_text(manifest: dict[str, Any]) -> str:
-    c, t = manifest["counts"], manifest.get("processing", manifest["throughput"])
+    c = manifest["counts"]
+    processing = manifest.get("processing") or {}
+    t = processing if processing.get("rows_per_s") else manifest["throughput"]  # one block: no span to rate
     kind = manifest["job"]["task"]["kind"]
     lines = [
         f"phifleet {kind}: {c['input']} rows -> {c['ok']} ok, {c['errors']} errors "
         f"({c['resumed']} done by an earlier run, {c['processed']} now) in {manifest['wall_seconds']:.1f}s: "
-        f"start-up {manifest.get('startup_seconds', 0.0):.1f}s (reading, loading the model, the first batch), then "
-        f"{t['rows_per_s']:.1f} rows/s, {t['tokens_per_s']:.0f} tokens/s",
+        f"start-up {manifest.get('startup_seconds', 0.0):.1f}s (Ray, the duplicate-id pass, loading the model, the "
+        f"first block), then {t['rows_per_s']:.1f} rows/s, {t['tokens_per_s']:.0f} tokens/s",
     ]
     if "labels" in manifest:
         total = sum(manifest["labels"].values()) or 1

@@ -39,12 +39,20 @@ def _duration(seconds: float) -> str:
 class Progress:
     """Rows and tokens as shards finish; ``line()`` is the text of the live line."""
 
-    def __init__(self, total: int, done: int = 0, stream: TextIO | None = None, enabled: bool | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        done: int = 0,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        started: float | None = None,
+    ) -> None:
         self.total = total
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.started = time.monotonic()
+        self.started = time.monotonic() if started is None else started  # the job's start (time.monotonic())
         self.first_at: float | None = None  # when the first shard finished: the end of start-up (model load)
+        self.last_at: float | None = None
         self.rows, self.tokens = done, 0  # ``done``: rows an earlier run committed
         self._rows_at_first = self._tokens_at_first = 0
         self._drawn = 0.0
@@ -52,7 +60,7 @@ class Progress:
     def update(self, rows: int, tokens: int) -> None:
         self.rows += rows
         self.tokens += tokens
-        now = time.monotonic()
+        now = self.last_at = time.monotonic()
         if self.first_at is None:
             self.first_at = now
             self._rows_at_first, self._tokens_at_first = self.rows, self.tokens
@@ -62,8 +70,9 @@ class Progress:
             self.stream.flush()
 
     def rates(self, now: float | None = None) -> tuple[float, float]:
-        """(rows/s, tokens/s) since the first shard finished (start-up excluded)."""
-        now = time.monotonic() if now is None else now
+        """(rows/s, tokens/s) from the first finished shard to ``now`` (default: the last one): start-up excluded.
+        A job of one shard has no such span: (0, 0)."""
+        now = (self.last_at or time.monotonic()) if now is None else now
         if self.first_at is None or now <= self.first_at:
             return 0.0, 0.0
         span = now - self.first_at
@@ -75,7 +84,7 @@ class Progress:
         return (self.first_at or time.monotonic()) - self.started
 
     def line(self, now: float | None = None) -> str:
-        rows_s, tokens_s = self.rates(now)
+        rows_s, tokens_s = self.rates(time.monotonic() if now is None else now)
         left = self.total - self.rows
         eta = f"ETA {_duration(left / rows_s)}" if rows_s > 0 and left > 0 else ("done" if left <= 0 else "ETA ?")
         pct = 100 * self.rows / self.total if self.total else 100.0
