@@ -188,7 +188,8 @@ def _manifest(
 def summary_text(manifest: dict[str, Any]) -> str:
     c = manifest["counts"]
     processing = manifest.get("processing") or {}
-    t = processing if processing.get("rows_per_s") else manifest["throughput"]  # one block: no span to rate
+    # Blocks that finished together (a small job) have no span to rate: the whole job's rate then.
+    t = processing if processing.get("rows_per_s") else manifest["throughput"]
     kind = manifest["job"]["task"]["kind"]
     lines = [
         f"phifleet {kind}: {c['input']} rows -> {c['ok']} ok, {c['errors']} errors "

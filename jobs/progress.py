@@ -12,6 +12,9 @@ import sys
 import time
 from typing import TextIO
 
+#: The shortest time from the first finished block to the last that a processing rate is reported over.
+MIN_SPAN_S = 1.0
+
 #: Ray Data's own progress output, kept for `-v`: its per-operator bars and "Running Dataset" lines.
 RAY_DATA_LOGGERS = ("ray.data",)
 
@@ -71,9 +74,10 @@ class Progress:
 
     def rates(self, now: float | None = None) -> tuple[float, float]:
         """(rows/s, tokens/s) from the first finished shard to ``now`` (default: the last one): start-up excluded.
-        A job of one shard has no such span: (0, 0)."""
+        Blocks that finish together (a small job, all of it in the first wave) give no span worth a rate: under
+        ``MIN_SPAN_S`` it is (0, 0)."""
         now = (self.last_at or time.monotonic()) if now is None else now
-        if self.first_at is None or now <= self.first_at:
+        if self.first_at is None or now - self.first_at < MIN_SPAN_S:
             return 0.0, 0.0
         span = now - self.first_at
         return (self.rows - self._rows_at_first) / span, (self.tokens - self._tokens_at_first) / span

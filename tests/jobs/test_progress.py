@@ -13,11 +13,14 @@ def test_rates_exclude_start_up_and_the_line_says_done_total_rate_and_eta():
     progress.update(10, 100)
     time.sleep(0.2)
     progress.update(10, 100)
+    assert progress.rates() == (0.0, 0.0)  # blocks 0.2 s apart: no span worth a rate
+    time.sleep(1.0)
+    progress.update(10, 100)
     rows_s, tokens_s = progress.rates()
-    assert 25 < rows_s < 55 and 250 < tokens_s < 550  # 10 rows / ~0.2 s, not 20 rows / 0.5 s
+    assert 13 < rows_s < 17.5 and 130 < tokens_s < 175  # 20 rows / ~1.2 s, not 30 rows / 1.5 s
     assert progress.startup_s >= 0.3
     line = progress.line()
-    assert line.startswith("20/40 rows (50%)") and "rows/s" in line and "tokens/s" in line and "ETA " in line
+    assert line.startswith("30/40 rows (75%)") and "rows/s" in line and "tokens/s" in line and "ETA " in line
     progress.close()
     assert out.getvalue().startswith("\r10/40 rows") and out.getvalue().endswith("\n")
 
