@@ -32,7 +32,6 @@ from pydantic import BaseModel, ConfigDict
 from phifleet.engine.config import EngineConfig
 from phifleet.engine.errors import EngineError
 from phifleet.engine.loading import resolve_model
-from phifleet.engine.validation import RequestValidator
 from phifleet.jobs.config import (
     BatchTask,
     GenerateTask,
@@ -47,7 +46,7 @@ from phifleet.jobs.kinds import JobKind, job_kind
 from phifleet.jobs.rows import Prepared, RowError, safe_text
 from phifleet.jobs.sources import expand_paths, format_of
 from phifleet.jobs.stages import Replica, StageSpec, replica_stage
-from phifleet.jobs.stages.prepare import as_row_error
+from phifleet.jobs.stages.prepare import as_row_error, cached_validator
 from phifleet.protocol.batch import BatchLine
 from phifleet.protocol.limits import RequestLimits
 
@@ -389,11 +388,6 @@ def _kind(spec: StageSpec) -> JobKind:
     return job_kind(spec.config, spec.model_name)
 
 
-@functools.lru_cache(maxsize=4)
-def _validator(model_dir: str, context_window: int) -> RequestValidator:
-    return RequestValidator.from_model_dir(model_dir, context_window)
-
-
 def _rows(batch: pa.Table) -> list[dict[str, Any] | Exception]:
     """Each row as Python values, or the exception converting that one row raised."""
     try:
@@ -426,7 +420,7 @@ def preprocess(batch: pa.Table, spec: StageSpec, keep: tuple[str, ...] | None) -
     """Step 1 (CPU tasks): every row prepared by the kind, or an error row; the kept input columns ride along."""
     kind = _kind(spec)
     adapter = COLUMNS[kind.kind](kind.task)
-    validator = _validator(spec.model_dir, spec.max_model_len)
+    validator = cached_validator(spec.model_dir, spec.max_model_len)
     out: dict[str, list[Any]] = {c: [] for c in (ID, PROMPT, REQUEST, ERROR, CODE, PARAM)}
     for row in _rows(batch):
         rid: str | None = None
@@ -461,7 +455,7 @@ class ApiReplica(Replica):
         todo = [i for i, e in enumerate(errors) if e is None]
         rows = [Prepared(str(ids[i]), str(prompts[i]), str(requests[i] or "")) for i in todo]
         outputs: list[str | None] = [None] * batch.num_rows
-        for i, result in zip(todo, self._run(rows), strict=True):
+        for i, result in zip(todo, self.run_rows(rows), strict=True):
             if isinstance(result, Exception):
                 errors[i], codes[i] = safe_text(f"inference failed: {result}"), "inference_error"
             else:

@@ -37,7 +37,8 @@ SkipSets = tuple[frozenset[tuple[str, int]], frozenset[tuple[str, int]]]
 
 
 @functools.lru_cache(maxsize=4)
-def _validator(model_dir: str, context_window: int) -> RequestValidator:
+def cached_validator(model_dir: str, context_window: int) -> RequestValidator:
+    """One validator per worker process and model: loading the tokenizer once."""
     return RequestValidator.from_model_dir(model_dir, context_window)
 
 
@@ -67,7 +68,7 @@ def prepare(batch: pa.Table, spec: StageSpec, skip_ref: ray.ObjectRef | SkipSets
     data = columns(batch)
     done, duplicates = _skip_sets(skip_ref)
     kind = job_kind(spec.config, spec.model_name)
-    validator = _validator(spec.model_dir, spec.max_model_len)
+    validator = cached_validator(spec.model_dir, spec.max_model_len)
     out: dict[str, list] = {c: [] for c in PREPARED_SCHEMA.names}
     for source, line, raw, read_error, path, read_code in zip(
         data["source"], data["line"], data["raw"], data["read_error"], data["path"], data["read_code"], strict=True

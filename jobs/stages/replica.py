@@ -47,14 +47,14 @@ class Replica:
         errors, codes = list(data["error"]), list(data["error_code"])
         todo = [i for i in range(n) if errors[i] is None]
         rows = [Prepared(str(data["id"][i]), str(data["prompt"][i]), str(data["request"][i])) for i in todo]
-        for i, result in zip(todo, self._run(rows), strict=True):
+        for i, result in zip(todo, self.run_rows(rows), strict=True):
             if isinstance(result, Exception):
                 errors[i], codes[i] = f"inference failed: {result}", "inference_error"
             else:
                 outputs[i] = json.dumps(result)
         return table({**data, "error": errors, "error_code": codes, "output": outputs}, ANSWERED_SCHEMA)
 
-    def _run(self, rows: list[Prepared]) -> list[dict[str, Any] | Exception]:
+    def run_rows(self, rows: list[Prepared]) -> list[dict[str, Any] | Exception]:
         """The whole batch at once; if any row fails it (whatever the exception), retry one by one so that
         row alone becomes an error row. A replica that cannot run even one row fails its task (Ray retries)."""
         if not rows:
