@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -55,27 +56,77 @@ def ray_local(tiny_dir):
 
     Metrics are reported every second (Ray's default is 10 s) so tests can read what they just caused.
     """
-    import socket
-
     import ray
 
     from phifleet.serve.config import SERVE_RAY_ENV
 
     for key, value in SERVE_RAY_ENV.items():  # what `phifleet serve` and the chart run with
         os.environ.setdefault(key, value)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        metrics_port = s.getsockname()[1]
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local tests only
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        _metrics_export_port=metrics_port,
-        _system_config={"metrics_report_interval_ms": 1000},
-    )
+    metrics_port = start_local_ray(attempts=3)
     yield f"http://127.0.0.1:{metrics_port}/metrics"
     ray.shutdown()
+
+
+def start_local_ray(attempts: int) -> int:
+    """`ray.init` for the tests, retried: returns the metrics export port.
+
+    Ray gives its raylet a hard-coded 30 s to register (ray/_private/node.py), and the raylet registers only after
+    its dashboard agent (a Python process importing aiohttp, grpc, opentelemetry) is up. A CI run once missed that on
+    a busy 2-core machine and every Ray test of the session errored. A failed start prints the tails of the raylet's
+    and agent's logs (why it failed), its processes are killed, and Ray starts afresh on fresh ports.
+    """
+    import socket
+    import sys
+    import time
+
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            metrics_port = s.getsockname()[1]
+        started = time.monotonic()
+        try:
+            ray.init(
+                num_cpus=2,
+                include_dashboard=False,
+                log_to_driver=False,
+                _metrics_export_port=metrics_port,
+                _system_config={"metrics_report_interval_ms": 1000},
+            )
+            return metrics_port
+        except Exception as exc:
+            if attempt == attempts or "timed out during startup" not in str(exc):
+                raise
+            session = Path("/tmp/ray/session_latest").resolve()
+            took = time.monotonic() - started
+            print(f"ray.init failed after {took:.1f} s (attempt {attempt}): {exc}", file=sys.stderr)
+            for name in ("raylet.out", "raylet.err", "dashboard_agent.log", "dashboard_agent.err", "gcs_server.err"):
+                log = session / "logs" / name
+                tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+                if tail:
+                    print(f"--- {log} (last {len(tail)} lines)", *tail, sep="\n", file=sys.stderr)
+            kill_session_processes(session.name)
+            ray.shutdown()
+    raise AssertionError("unreachable")
+
+
+def kill_session_processes(session_name: str) -> None:
+    """SIGKILL every process whose command line names this Ray session (GCS, raylet, agents of a failed start)."""
+    import contextlib
+    import signal
+
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if session_name.encode() in cmdline:
+            with contextlib.suppress(OSError):
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")
