@@ -187,15 +187,21 @@ def _manifest(
 
 def summary_text(manifest: dict[str, Any]) -> str:
     c = manifest["counts"]
+    wall, startup = manifest["wall_seconds"], manifest.get("startup_seconds", 0.0)
     processing = manifest.get("processing") or {}
-    # Blocks that finished together (a small job) have no span to rate: the whole job's rate then.
-    t = processing if processing.get("rows_per_s") else manifest["throughput"]
+    if processing.get("rows_per_s"):
+        rate = f"then {processing['rows_per_s']:.1f} rows/s, {processing['tokens_per_s']:.0f} tokens/s"
+    else:  # blocks that finished together (a small job) have no span to rate: say so, and the whole job's rate
+        overall = manifest["throughput"]
+        rate = (
+            f"then every block within {max(wall - startup, 0.0):.1f}s of the first (too short to rate; "
+            f"{overall['rows_per_s']:.1f} rows/s, {overall['tokens_per_s']:.0f} tokens/s over the whole job)"
+        )
     kind = manifest["job"]["task"]["kind"]
     lines = [
         f"phifleet {kind}: {c['input']} rows -> {c['ok']} ok, {c['errors']} errors "
-        f"({c['resumed']} done by an earlier run, {c['processed']} now) in {manifest['wall_seconds']:.1f}s: "
-        f"start-up {manifest.get('startup_seconds', 0.0):.1f}s (Ray, the duplicate-id pass, loading the model, the "
-        f"first block), then {t['rows_per_s']:.1f} rows/s, {t['tokens_per_s']:.0f} tokens/s",
+        f"({c['resumed']} done by an earlier run, {c['processed']} now) in {wall:.1f}s: "
+        f"start-up {startup:.1f}s (Ray, the duplicate-id pass, loading the model, the first block), {rate}",
     ]
     if "labels" in manifest:
         total = sum(manifest["labels"].values()) or 1

@@ -17,6 +17,14 @@ import ray
 
 from phifleet.jobs.config import JobConfig
 
+# The columns a row carries between the stages, the same for file jobs and the Python API. The prefix keeps them apart
+# from a Dataset's own columns, which ride along beside them.
+_P = "__phifleet_"
+ID, PROMPT, REQUEST, ERROR, CODE, PARAM, OUTPUT = (
+    f"{_P}{n}" for n in ("id", "prompt", "request", "error", "error_code", "param", "output")
+)
+INTERNAL_PREFIX = _P
+
 
 class StageWiringError(ValueError):
     """The stage list does not line up: a stage needs a column or a run input nobody provides."""
@@ -42,7 +50,8 @@ class Stage:
 
     ``fn`` is a function (run as Ray tasks) or a class (run as a pool of actors, one instance each).
     ``needs`` are the input columns it reads, ``produces`` the schema of every block it returns, and
-    ``run_inputs`` the names of values only known once the run starts (filled in by ``apply``).
+    ``run_inputs`` the names of values only known once the run starts (filled in by ``apply``). A stage that
+    ``keeps_input`` returns the columns it was given beside its own, less those it ``drops``.
     """
 
     name: str
@@ -53,6 +62,8 @@ class Stage:
     fn_constructor_kwargs: Mapping[str, Any] = field(default_factory=dict)
     map_kwargs: Mapping[str, Any] = field(default_factory=dict)
     run_inputs: tuple[str, ...] = ()
+    keeps_input: bool = False
+    drops: tuple[str, ...] = ()
 
     def apply(self, ds: ray.data.Dataset, run_inputs: Mapping[str, Any]) -> ray.data.Dataset:
         kwargs: dict[str, Any] = dict(self.map_kwargs)
@@ -86,7 +97,8 @@ def check_stages(
             raise StageWiringError(
                 f"stage {stage.name!r} needs run inputs {unknown}; the job provides {list(run_inputs)}"
             )
-        available, giver = list(stage.produces.names), f"stage {stage.name!r}"
+        kept = [c for c in available if c not in stage.drops] if stage.keeps_input else []
+        available, giver = list(dict.fromkeys([*kept, *stage.produces.names])), f"stage {stage.name!r}"
     missing = [c for c in sink if c not in available]
     if missing:
         raise StageWiringError(f"the job reads columns {missing} that the last {giver} does not produce")

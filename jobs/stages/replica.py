@@ -1,6 +1,7 @@
 """Replica stage (a pool of Ray actors): one engine per actor answers the prepared rows, batch by batch.
 
-Rows that already carry an error pass through untouched; a row the engine refuses becomes an error row.
+Rows that already carry an error pass through untouched; a row the engine refuses becomes an error row. Every
+other column a row carries (a file row's origin, a Dataset's own columns) rides along.
 """
 
 from __future__ import annotations
@@ -14,22 +15,10 @@ import ray
 from phifleet.engine import Engine, EngineConfig
 from phifleet.engine.errors import EngineError
 from phifleet.jobs.kinds import job_kind
-from phifleet.jobs.rows import Prepared
-from phifleet.jobs.stages.base import Stage, StageSpec, columns, table
+from phifleet.jobs.rows import Prepared, safe_text
+from phifleet.jobs.stages.base import CODE, ERROR, ID, OUTPUT, PROMPT, REQUEST, Stage, StageSpec
 
-_S, _I = pa.string(), pa.int64()
-ANSWERED_SCHEMA = pa.schema(
-    [
-        ("source", _S),
-        ("line", _I),
-        ("id", _S),
-        ("raw", _S),
-        ("error", _S),
-        ("error_code", _S),
-        ("param", _S),
-        ("output", _S),
-    ]
-)
+ANSWERED = pa.schema([(ERROR, pa.string()), (CODE, pa.string()), (OUTPUT, pa.string())])
 
 
 class Replica:
@@ -41,18 +30,20 @@ class Replica:
         self.kind = job_kind(spec.config, spec.model_name)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        data = columns(batch)
-        n = len(data["source"])
-        outputs: list[str | None] = [None] * n
-        errors, codes = list(data["error"]), list(data["error_code"])
-        todo = [i for i in range(n) if errors[i] is None]
-        rows = [Prepared(str(data["id"][i]), str(data["prompt"][i]), str(data["request"][i])) for i in todo]
+        errors, codes = batch.column(ERROR).to_pylist(), batch.column(CODE).to_pylist()
+        ids, prompts, requests = (batch.column(c).to_pylist() for c in (ID, PROMPT, REQUEST))
+        todo = [i for i, e in enumerate(errors) if e is None]
+        rows = [Prepared(str(ids[i]), str(prompts[i]), str(requests[i] or "")) for i in todo]
+        outputs: list[str | None] = [None] * batch.num_rows
         for i, result in zip(todo, self.run_rows(rows), strict=True):
             if isinstance(result, Exception):
-                errors[i], codes[i] = f"inference failed: {result}", "inference_error"
+                errors[i], codes[i] = safe_text(f"inference failed: {result}"), "inference_error"
             else:
                 outputs[i] = json.dumps(result)
-        return table({**data, "error": errors, "error_code": codes, "output": outputs}, ANSWERED_SCHEMA)
+        batch = batch.drop_columns([PROMPT, REQUEST, ERROR, CODE])  # prompts are done with: less to ship
+        for name, values in ((ERROR, errors), (CODE, codes), (OUTPUT, outputs)):
+            batch = batch.append_column(name, pa.array(values, pa.string()))
+        return batch
 
     def run_rows(self, rows: list[Prepared]) -> list[dict[str, Any] | Exception]:
         """The whole batch at once; if any row fails it (whatever the exception), retry one by one so that
@@ -79,13 +70,16 @@ def replica_stage(spec: StageSpec, replica: type[Replica] = Replica, **construct
     return Stage(
         "replica",
         replica,
-        needs=("source", "line", "id", "prompt", "request", "raw", "error", "error_code", "param"),
-        produces=ANSWERED_SCHEMA,
+        needs=(ID, PROMPT, REQUEST, ERROR, CODE),
+        produces=ANSWERED,
         fn_constructor_kwargs={"spec": spec, **constructor_kwargs},
         map_kwargs={
             "compute": ray.data.ActorPoolStrategy(min_size=pool.min_replicas, max_size=pool.max_replicas),
             "num_cpus": pool.num_cpus,
             "num_gpus": pool.num_gpus or None,
             "batch_size": pool.batch_size,
+            "udf_modifying_row_count": False,
         },
+        keeps_input=True,
+        drops=(PROMPT, REQUEST),
     )

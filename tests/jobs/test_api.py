@@ -81,26 +81,31 @@ def test_generate_defaults_are_the_task_defaults():
 
 
 def _steps(task, keep):
-    """The three steps run by hand on pyarrow tables: what the Ray Dataset does per batch."""
+    """The API's three stages (the file jobs' prepare step, replica and a columns sink) run by hand on pyarrow
+    tables: what the Ray Dataset does per batch."""
     from phifleet.engine.loading import resolve_model
     from phifleet.jobs import api
-    from phifleet.jobs.stages import StageSpec
+    from phifleet.jobs.stages import Replica, StageSpec
+    from phifleet.jobs.stages.columns import to_columns
+    from phifleet.jobs.stages.prepare import prepare_dataset
 
     config = api.job_config(task, None, {"batch_size": 4})
     model = resolve_model(config.engine)
     spec = StageSpec(config.model_dump_json(), str(model.path), model.context_window, model.served_name)
-    replica = api.ApiReplica(spec)
+    replica = Replica(spec)
 
     def run(table: pa.Table) -> pa.Table:
-        return api.postprocess(replica(api.preprocess(table, spec, keep)), spec)
+        return to_columns(replica(prepare_dataset(table, spec, keep)), spec)
 
     return run
 
 
 def test_label_steps_on_pyarrow_batches_without_ray():
-    from phifleet.jobs.api import api_row_id, content_id, job_config
+    from phifleet.jobs.api import job_config
     from phifleet.jobs.config import LabelTask
     from phifleet.jobs.kinds import job_kind
+    from phifleet.jobs.stages.prepare import content_id
+    from phifleet.jobs.stages.prepare import dataset_row_id as api_row_id
 
     rows = [
         {"id": 7, "text": "The kettle is great", "label": "positive", "stars": 5},

@@ -16,9 +16,18 @@ from phifleet.jobs.kinds import KINDS, BatchKind, LabelKind, Tally, job_kind
 from phifleet.jobs.rows import RowError, explicit_id, generated_id
 from phifleet.jobs.sinks import ShardWriter, load_committed
 from phifleet.jobs.sources import RAW_SCHEMA, input_root, iter_rows, read_files, read_options, relative_path
-from phifleet.jobs.stages import SUMMARY_SCHEMA, StageSpec, StageWiringError, check_stages, default_stages
-from phifleet.jobs.stages.prepare import prepare
-from phifleet.jobs.stages.replica import ANSWERED_SCHEMA
+from phifleet.jobs.stages import (
+    SUMMARY_SCHEMA,
+    StageSpec,
+    StageWiringError,
+    build_stages,
+    check_stages,
+    default_stages,
+    output_schema,
+)
+from phifleet.jobs.stages.base import CODE, ERROR, ID, OUTPUT, PARAM, PROMPT
+from phifleet.jobs.stages.prepare import prepare_files
+from phifleet.jobs.stages.replica import ANSWERED
 from tests.word_tokenizer import save_word_tokenizer, word_tokenizer
 
 LABELS = ["positive", "negative"]
@@ -274,17 +283,18 @@ def test_prepare_stage_gives_one_row_per_input_row_except_committed_ones(tmp_pat
         (6, json.dumps({"id": "c", "text": "done before"}), None),
     ]
     skip = (frozenset({("in.jsonl", 6)}), frozenset({("in.jsonl", 4)}))
-    out = prepare(raw_batch(rows), spec, skip).to_pylist()
+    out = prepare_files(raw_batch(rows), spec, skip).to_pylist()
     assert [r["line"] for r in out] == [1, 2, 3, 4, 5]
-    assert [r["error_code"] for r in out] == [
+    assert [r[CODE] for r in out] == [
         None,
         "invalid_json",
         "malformed_row",
         "duplicate_id",
         "context_length_exceeded",
     ]
-    assert out[0]["prompt"] and out[0]["id"] == "a" and out[3]["error"].startswith("duplicate id 'a'")
-    assert "context window is 64 tokens" in out[4]["error"] and out[4]["param"] == "prompt"
+    assert out[0][PROMPT] and out[0][ID] == "a" and out[3][ERROR].startswith("duplicate id 'a'")
+    assert "context window is 64 tokens" in out[4][ERROR] and out[4][PARAM] == "prompt"
+    assert out[3]["raw"] == rows[3][1] and {r["source"] for r in out} == {"in.jsonl"}  # for the error rows
 
 
 def test_shard_writer_writes_results_errors_and_tallies(tmp_path):
@@ -316,16 +326,26 @@ def test_the_default_stages_line_up(task):
     check_stages(stages, RAW_SCHEMA.names, SUMMARY_SCHEMA.names, ("skip_ref",))
 
 
+@pytest.mark.parametrize("task", [LabelTask(labels=LABELS), GenerateTask(prompt_template="{t}"), BatchTask()])
+def test_file_jobs_and_the_python_api_run_one_stage_list_but_for_their_ends(task):
+    """The CLI's stages and the API's: the same replica stage (class, pool, batch), prepare and sink per row source."""
+    files, dataset = build_stages(spec_for(task), "files"), build_stages(spec_for(task), "dataset", keep=("id",))
+    assert [s.name for s in files] == ["prepare", "replica", "write"]
+    assert [s.name for s in dataset] == ["prepare", "replica", "columns"]
+    assert files[1] == dataset[1]
+    check_stages(dataset, ["id", "text"], output_schema(config(task)).names)
+
+
 def test_a_stage_list_that_does_not_line_up_fails_naming_the_stage_and_columns():
     prepare_stage, replica, write = default_stages(spec_for(BatchTask()))
-    with pytest.raises(StageWiringError, match=r"stage 'write' needs columns \['output'\] that stage 'prepare'"):
+    with pytest.raises(StageWiringError, match=rf"stage 'write' needs columns \['{OUTPUT}'\] that stage 'prepare'"):
         check_stages([prepare_stage, write], RAW_SCHEMA.names, SUMMARY_SCHEMA.names, ("skip_ref",))
-    with pytest.raises(StageWiringError, match=r"stage 'replica' needs columns .*'prompt'.* that the input"):
+    with pytest.raises(StageWiringError, match=rf"stage 'replica' needs columns .*'{PROMPT}'.* that the input"):
         check_stages([replica, write], RAW_SCHEMA.names, SUMMARY_SCHEMA.names, ("skip_ref",))
     with pytest.raises(StageWiringError, match=r"reads columns \['shard', 'ok'"):
         check_stages([prepare_stage, replica], RAW_SCHEMA.names, SUMMARY_SCHEMA.names, ("skip_ref",))
     with pytest.raises(StageWiringError, match=r"needs run inputs \['skip_ref'\]"):
         check_stages([prepare_stage, replica, write], RAW_SCHEMA.names, SUMMARY_SCHEMA.names)
-    renamed = dataclasses.replace(replica, produces=ANSWERED_SCHEMA.remove(ANSWERED_SCHEMA.get_field_index("output")))
-    with pytest.raises(StageWiringError, match=r"'write' needs columns \['output'\]"):
+    renamed = dataclasses.replace(replica, produces=ANSWERED.remove(ANSWERED.get_field_index(OUTPUT)))
+    with pytest.raises(StageWiringError, match=rf"'write' needs columns \['{OUTPUT}'\]"):
         check_stages([prepare_stage, renamed, write], RAW_SCHEMA.names, SUMMARY_SCHEMA.names, ("skip_ref",))

@@ -107,12 +107,13 @@ def test_parquet_csv_directory_glob_and_file_url(ray_local, tmp_path):
 
 def test_a_stage_list_that_does_not_line_up_fails_before_the_job_starts(tmp_path):
     from phifleet.jobs.stages import StageWiringError, default_stages
+    from phifleet.jobs.stages.base import OUTPUT
 
     out = tmp_path / "out"
 
     def without_replica(spec):
         return [stage for stage in default_stages(spec) if stage.name != "replica"]
 
-    with pytest.raises(StageWiringError, match=r"stage 'write' needs columns \['output'\] that stage 'prepare'"):
+    with pytest.raises(StageWiringError, match=rf"stage 'write' needs columns \['{OUTPUT}'\] that stage 'prepare'"):
         run_job(label_job(REVIEWS, out), stages=without_replica)
     assert not out.exists()  # nothing read, nothing written

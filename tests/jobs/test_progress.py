@@ -31,3 +31,29 @@ def test_silent_when_not_a_terminal():
     progress.update(2, 5)
     progress.close()
     assert out.getvalue() == "" and progress.line().startswith("2/2 rows (100%)") and progress.line().endswith("done")
+
+
+def manifest(wall: float, startup: float, processing_rows_s: float) -> dict:
+    return {
+        "counts": {"input": 300, "ok": 300, "errors": 0, "resumed": 0, "processed": 300, "accounted": True},
+        "wall_seconds": wall,
+        "startup_seconds": startup,
+        "processing": {"rows_per_s": processing_rows_s, "tokens_per_s": 45.0 * processing_rows_s},
+        "throughput": {"rows_per_s": 300 / wall, "tokens_per_s": 13500 / wall},
+        "job": {"task": {"kind": "label"}, "output": {"path": "out"}},
+    }
+
+
+def test_the_summary_gives_the_processing_rate_or_says_why_there_is_none():
+    from phifleet.jobs.pipeline import summary_text
+
+    timed = summary_text(manifest(wall=40.0, startup=30.0, processing_rows_s=29.5)).splitlines()[0]
+    assert timed.endswith("start-up 30.0s (Ray, the duplicate-id pass, loading the model, the first block), "
+                          "then 29.5 rows/s, 1328 tokens/s")  # fmt: skip
+    # A job whose blocks all finished together: no rate passed off as the processing rate (300 rows / 30.4 s).
+    small = summary_text(manifest(wall=30.4, startup=30.3, processing_rows_s=0.0)).splitlines()[0]
+    assert (
+        "then every block within 0.1s of the first (too short to rate; 9.9 rows/s, 444 tokens/s over the whole job)"
+        in small
+    )
+    assert "then 9.9" not in small
