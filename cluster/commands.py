@@ -40,8 +40,11 @@ def job(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(data, sort_keys=False), end="")
         return 0
     from phifleet.jobs.pipeline import run_job, summary_text
+    from phifleet.jobs.stderr_filter import quiet_ray_core
 
-    manifest = run_job(config, verbose=bool(getattr(args, "verbose", False)))
+    verbose = bool(getattr(args, "verbose", False))
+    with quiet_ray_core(verbose):  # Ray's C++ core_worker notices only with -v (jobs/stderr_filter.py)
+        manifest = run_job(config, verbose=verbose)
     print(summary_text(manifest))
     return 0 if manifest["counts"]["accounted"] else 1
 

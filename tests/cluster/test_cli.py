@@ -15,9 +15,9 @@ pytestmark = pytest.mark.slow  # runs the phifleet console script as a subproces
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def phifleet(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def phifleet(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     exe = shutil.which("phifleet", path=str(Path(sys.executable).parent)) or "phifleet"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=300)
     if check:
         assert proc.returncode == 0, proc.stderr
@@ -97,3 +97,22 @@ def test_errors_are_one_clear_line(args, message, tiny_dir):
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_job_keeps_rays_core_worker_notice_for_verbose(tmp_path):
+    """Ray's C++ core worker prints `core_worker.cc … constructor arguments in the object store` once per actor pool
+    straight to fd 2 (harmless: jobs/stderr_filter.py). The default output leaves it out; `-v` shows it, which
+    proves the filter is what hides it, and that its pattern matches the real line."""
+    from phifleet.jobs.stderr_filter import RAY_CORE_NOTICES
+
+    job = ["label", str(ROOT / "examples" / "reviews.jsonl"), "--labels", "positive,negative,neutral"]
+    env = {"RAY_AUTH_MODE": "disabled"}
+    quiet = phifleet(*job, "--output", str(tmp_path / "quiet"), env=env)
+    assert "300 rows -> 300 ok, 0 errors" in quiet.stdout
+    assert "constructor arguments in the object store" not in quiet.stderr, quiet.stderr
+    assert "Started a local Ray instance" in quiet.stderr  # the rest of stderr still comes through
+
+    verbose = phifleet("-v", *job, "--output", str(tmp_path / "verbose"), env=env)
+    assert "300 rows -> 300 ok, 0 errors" in verbose.stdout
+    notices = [line for line in verbose.stderr.splitlines() if any(p.search(line) for p in RAY_CORE_NOTICES)]
+    assert notices and "core_worker.cc" in notices[0], verbose.stderr[-3000:]
