@@ -13,6 +13,7 @@ import argparse
 import json
 from typing import Any
 
+from phifleet.cluster.weights import FetchConfig
 from phifleet.helm import CHART_DIR
 from phifleet.jobs.config import JobConfig
 from phifleet.serve.config import SERVE_RAY_ENV, ServeConfig
@@ -104,6 +105,7 @@ def values_schema() -> Schema:
     defs: dict[str, Schema] = {}
     serve_config = _hoist(ServeConfig.model_json_schema(), defs)
     job_config = _hoist(JobConfig.model_json_schema(), defs)
+    fetch_config = _hoist(FetchConfig.model_json_schema(), defs)
     pos_seconds = integer(1)
     props: dict[str, Schema] = {
         "nameOverride": string(),
@@ -149,7 +151,7 @@ def values_schema() -> Schema:
                 ),
                 "hostPath": string(pattern="^/"),
                 "emptyDirSizeLimit": string(pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)$"),
-                "downloadCommand": string(),
+                "fetch": fetch_config,
             }
         ),
         "podSecurityContext": ANY_MAP,

@@ -189,7 +189,9 @@ def summary_text(manifest: dict[str, Any]) -> str:
     c = manifest["counts"]
     wall, startup = manifest["wall_seconds"], manifest.get("startup_seconds", 0.0)
     processing = manifest.get("processing") or {}
-    if processing.get("rows_per_s"):
+    if not c["processed"]:
+        rate = "nothing left to do"
+    elif processing.get("rows_per_s"):
         rate = f"then {processing['rows_per_s']:.1f} rows/s, {processing['tokens_per_s']:.0f} tokens/s"
     else:  # blocks that finished together (a small job) have no span to rate: say so, and the whole job's rate
         overall = manifest["throughput"]

@@ -11,6 +11,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 import torch
 
+from tests.ray_processes import kill_session_processes
+
 torch.set_num_threads(1)
 
 
@@ -110,23 +112,6 @@ def start_local_ray(attempts: int) -> int:
             kill_session_processes(session.name)
             ray.shutdown()
     raise AssertionError("unreachable")
-
-
-def kill_session_processes(session_name: str) -> None:
-    """SIGKILL every process whose command line names this Ray session (GCS, raylet, agents of a failed start)."""
-    import contextlib
-    import signal
-
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if session_name.encode() in cmdline:
-            with contextlib.suppress(OSError):
-                os.kill(int(proc.name), signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,8 @@ resource "helm_release" "phifleet" {
       }
       head = { nodeSelector = local.cpu_labels }
       model = {
-        downloadCommand = "azcopy login --login-type=workload && azcopy copy '${azurerm_storage_account.data.primary_blob_endpoint}models/phi-4/*' /models/phi-4 --recursive"
+        # cluster/weights.py in an init container, with the workload identity (adlfs; AZURE_STORAGE_ANON=false)
+        fetch = { source = "abfs://models@${azurerm_storage_account.data.name}.dfs.core.windows.net/phi-4" }
       }
       metrics = {
         serviceMonitor = {

@@ -215,7 +215,7 @@ def prepare_dataset(batch: pa.Table, spec: StageSpec, keep: tuple[str, ...] | No
     validator = cached_validator(spec.model_dir, spec.max_model_len)
     identified = (functools.partial(_dataset_record, kind, adapter, row) for row in _rows(batch))
     results = [prepare_row(kind, validator, identify) for identify in identified]
-    kept = kept_columns(batch, keep, output_schema(spec.config).names)
+    kept = kept_columns(batch, keep, [*output_schema(spec.config).names, *PREPARED.names])
     prepared = _prepared_columns(results)
     return pa.table({**kept, **{name: pa.array(prepared[name], pa.string()) for name in PREPARED.names}})
 

@@ -127,7 +127,12 @@ def test_submit_refuses_a_cluster_without_kuberay(tmp_path, capsys):
 def test_submit_dry_run_uses_values_files(tmp_path, capsys):
     config = job_file(tmp_path, "abfs://corpora/in/", tmp_path / "out")
     values = CHART / "values-aks-h100.yaml"
-    rc = main(["cluster", "submit", "--config", str(config), "--name", "j1", "-f", str(values), "--dry-run"])
+    args = ["cluster", "submit", "--config", str(config), "--name", "j1", "-f", str(values), "--dry-run"]
+    assert main(args) != 0  # the job's model is not where the release's model.fetch puts the weights
+    assert "job.config.engine.model (phi4-tiny) must be /models/phi-4" in capsys.readouterr().err
+    data = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**data, "engine": {"model": "/models/phi-4"}}))
+    rc = main(args)
     assert rc == 0
     rayjob, config_map = yaml.safe_load_all(capsys.readouterr().out)
     head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]

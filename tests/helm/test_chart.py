@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -145,7 +148,13 @@ def test_workload_identity_and_model_volume(helm):
     volumes = {v["name"]: v for v in worker["spec"]["volumes"]}
     assert volumes["models"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
     (init,) = worker["spec"]["initContainers"]
-    assert "azcopy copy" in init["args"][0] and ".complete" in init["args"][0]
+    env = {e["name"]: e.get("value") for e in init["env"]}
+    assert "python -m phifleet.cluster.weights" in init["args"][0] and "&&" not in init["args"][0]
+    assert env["PHIFLEET_WEIGHTS_SOURCE"].startswith("abfs://models@")
+    assert env["PHIFLEET_WEIGHTS_DEST"] == "/models/phi-4"
+    assert env["AZURE_STORAGE_ANON"] == "false"  # else adlfs is anonymous and never uses the workload identity
+    head = svc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    assert "initContainers" not in head  # a RayService's head loads no model: it fetches none
 
 
 def test_metrics_objects(helm):
@@ -216,6 +225,16 @@ BAD_VALUES = [
     (["--set", "serve.port=0"], "serve/port"),
     (["--set", "workloadIdentity.enabled=true"], "workloadIdentity.enabled needs"),
     (["--set", "gpuWorkers.enabled=false"], "no worker group"),
+    (
+        ["--set", "model.fetch.source=abfs://m@a.dfs.core.windows.net/phi-4", "--set", "model.volume=none"],
+        "needs a model volume",
+    ),
+    (
+        ["--set", "model.fetch.source=abfs://m@a.dfs.core.windows.net/phi-4", "--set", "model.fetch.path=phi-4-r2"],
+        "serve.config.engine.model (/models/phi-4) must be /models/phi-4-r2",
+    ),
+    (["--set", "model.fetch.path=../etc"], "model/fetch/path"),
+    (["--set", "model.downloadCommand=true"], "downloadCommand"),
 ]
 
 
@@ -225,3 +244,51 @@ def test_bad_values_fail_lint_naming_the_field(helm, args, field):
     proc = run_helm(helm, *base, *args, check=False)
     assert proc.returncode != 0
     assert field in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def fetch_containers(helm: str, mount: Path, source: str, kind: str) -> tuple[list[dict], list[dict]]:
+    """(head's, workers') init containers of the RayService or RayJob, model on an emptyDir at ``mount``."""
+    sets = [f"model.mountPath={mount}", f"model.fetch.source={source}", "model.fetch.revision=r1"]
+    sets += [f"serve.config.engine.model={mount}/phi-4", f"job.config.engine.model={mount}/phi-4"]
+    if kind == "RayJob":
+        sets += ["serve.enabled=false", "job.enabled=true"]
+    docs = render(helm, *[a for s in sets for a in ("--set", s)])
+    (obj,) = by_kind(docs, kind)
+    cluster = obj["spec"]["rayClusterConfig" if kind == "RayService" else "rayClusterSpec"]
+    workers = [c for g in cluster["workerGroupSpecs"] for c in g["template"]["spec"].get("initContainers", [])]
+    return cluster["headGroupSpec"]["template"]["spec"].get("initContainers", []), workers
+
+
+def run_init(container: dict, extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The init container's own command (`/bin/sh -c <script>`) with its own env, `python` being this venv's."""
+    assert container["command"] == ["/bin/sh", "-c"]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    env |= {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", **extra_env}
+    return subprocess.run(["/bin/sh", "-c", container["args"][0]], env=env, capture_output=True, text=True)
+
+
+def test_the_rendered_weights_fetch_fails_closed_in_sh(helm, tmp_path):
+    """The script as rendered, run in `sh`: a failing fetch exits non-zero and marks nothing (the old script ran
+    `azcopy login && azcopy copy` under `set -e`, which a failed login does not stop, then touched `.complete`)."""
+    mount = tmp_path / "models"
+    env = {"OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
+    head, (init, *_) = fetch_containers(helm, mount, f"file://{tmp_path}/missing", "RayService")
+    assert head == []  # a RayService's head loads no model
+    failed = run_init(init, env)
+    assert failed.returncode != 0 and "is not a folder" in failed.stderr
+    assert not list(mount.rglob(".phifleet-weights.json"))
+
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "config.json").write_text("{}")
+    (source / "SHA256SUMS").write_text(f"{'0' * 64}  config.json\n")  # a wrong sum: refused
+    _, (init, *_) = fetch_containers(helm, mount, f"file://{source}", "RayService")
+    assert run_init(init, env).returncode != 0 and not (mount / "phi-4").exists()
+    (source / "SHA256SUMS").unlink()
+    done = run_init(init, env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((mount / "phi-4" / ".phifleet-weights.json").read_text())["revision"] == "r1"
+    assert "present" in run_init(init, env).stdout
+
+    job_head, job_workers = fetch_containers(helm, mount, f"file://{source}", "RayJob")
+    assert len(job_head) == 1 and job_workers  # a RayJob's driver runs on the head and reads the model's config

@@ -57,3 +57,6 @@ def test_the_summary_gives_the_processing_rate_or_says_why_there_is_none():
         in small
     )
     assert "then 9.9" not in small
+    resumed = manifest(wall=3.0, startup=3.0, processing_rows_s=0.0)
+    resumed["counts"] |= {"resumed": 300, "processed": 0}
+    assert summary_text(resumed).splitlines()[0].endswith("the first block), nothing left to do")

@@ -81,6 +81,19 @@ uses `fail`: `helm lint` cannot pass --api-versions, so there it is only logged 
 {{- if and .Values.workloadIdentity.enabled (not .Values.workloadIdentity.clientId) -}}
 {{- include "phifleet.invalid" "workloadIdentity.enabled needs workloadIdentity.clientId (the managed identity's client id)" -}}
 {{- end -}}
+{{- with .Values.model.fetch.source -}}
+{{- if eq $.Values.model.volume "none" -}}
+{{- include "phifleet.invalid" "model.fetch.source needs a model volume to fetch into: set model.volume (emptyDir, hostPath or pvc)" -}}
+{{- end -}}
+{{- $fetched := printf "%s/%s" (trimSuffix "/" $.Values.model.mountPath) $.Values.model.fetch.path -}}
+{{- range $part := list "serve" "job" -}}
+{{- $v := index $.Values $part -}}
+{{- $model := dig "engine" "model" "" ($v.config | default dict) -}}
+{{- if and $v.enabled (ne $model $fetched) -}}
+{{- include "phifleet.invalid" (printf "%s.config.engine.model (%s) must be %s, where model.fetch puts the weights (model.mountPath/model.fetch.path)" $part $model $fetched) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if not (or .Values.gpuWorkers.enabled .Values.cpuWorkers.enabled) -}}
 {{- include "phifleet.invalid" "no worker group: enable gpuWorkers.enabled or cpuWorkers.enabled (replicas never run on the head)" -}}
 {{- end -}}
@@ -117,6 +130,11 @@ applications:
 
 {{/* Pod pieces ------------------------------------------------------------------------------------- */}}
 {{- define "phifleet.env" -}}
+{{- if .Values.workloadIdentity.enabled }}
+{{- /* adlfs is anonymous unless told otherwise: with this it uses DefaultAzureCredential (workload identity) */}}
+- name: AZURE_STORAGE_ANON
+  value: "false"
+{{- end }}
 {{- range $k, $v := .Values.rayEnv }}
 - name: {{ $k }}
   value: {{ $v | quote }}
@@ -177,9 +195,12 @@ applications:
 {{- end }}
 {{- end -}}
 
+{{/* The weights' fetch (cluster/weights.py): fail-closed, one line per failure, a marker only after every file is
+checked. Values reach the script as environment variables, never spliced into shell text. Not on a RayService's
+head, which loads no model (a RayJob's head runs the driver, which reads the model's config). */}}
 {{- define "phifleet.initContainers" -}}
 {{- $root := .root -}}
-{{- if and (ne $root.Values.model.volume "none") $root.Values.model.downloadCommand }}
+{{- if and (ne $root.Values.model.volume "none") $root.Values.model.fetch.source (or (not .head) .job) }}
 initContainers:
   - name: fetch-model
     image: {{ include "phifleet.image" $root }}
@@ -188,9 +209,12 @@ initContainers:
     args:
       - |
         set -eu
-        if [ -e {{ $root.Values.model.mountPath }}/.complete ]; then exit 0; fi
-        {{ $root.Values.model.downloadCommand }}
-        touch {{ $root.Values.model.mountPath }}/.complete
+        exec python -m phifleet.cluster.weights --source "$PHIFLEET_WEIGHTS_SOURCE" --revision "$PHIFLEET_WEIGHTS_REVISION" --dest "$PHIFLEET_WEIGHTS_DEST"
+    env:
+      - {name: PHIFLEET_WEIGHTS_SOURCE, value: {{ $root.Values.model.fetch.source | quote }}}
+      - {name: PHIFLEET_WEIGHTS_REVISION, value: {{ $root.Values.model.fetch.revision | quote }}}
+      - {name: PHIFLEET_WEIGHTS_DEST, value: {{ printf "%s/%s" (trimSuffix "/" $root.Values.model.mountPath) $root.Values.model.fetch.path | quote }}}
+      {{- include "phifleet.env" $root | nindent 6 }}
     securityContext: {{- toYaml $root.Values.securityContext | nindent 6 }}
     resources:
       requests: {cpu: "1", memory: 2Gi}
@@ -289,7 +313,10 @@ autoscalerOptions:
   resources: {{- toYaml $v.autoscaler.resources | nindent 4 }}
 {{- end }}
 headGroupSpec:
-  rayStartParams: {{- toYaml $v.head.rayStartParams | nindent 4 }}
+  {{- /* A RayService's head advertises no CPUs (unless head.rayStartParams says otherwise): Serve's ingress and
+  replicas land on workers, and the head (GCS, the Serve controller, the dashboard KubeRay calls) is not loaded with
+  them. A RayJob's head keeps its CPUs: it runs the driver and Ray Data's CPU stages. */}}
+  rayStartParams: {{- toYaml (ternary (merge (dict) $v.head.rayStartParams (dict "num-cpus" "0")) $v.head.rayStartParams (.serve | default false)) | nindent 4 }}
   template:
     {{- include "phifleet.podTemplate" (dict "root" $root "component" "ray-head" "group" $v.head "head" true "serve" .serve "job" .job) | nindent 4 }}
 workerGroupSpecs:
