@@ -173,8 +173,14 @@ def values_schema() -> Schema:
                 "config": serve_config,
                 "upgradeStrategy": {"enum": UPGRADE_STRATEGIES},
                 "port": integer(1, maximum=65535),
-                "deploymentUnhealthySecondThreshold": pos_seconds,
-                "serviceUnhealthySecondThreshold": pos_seconds,
+                "clusterUpgradeOptions": obj(
+                    {
+                        "gatewayClassName": string(),
+                        "stepSizePercent": integer(1, maximum=100),
+                        "intervalSeconds": integer(1),
+                        "maxSurgePercent": integer(0, maximum=100),
+                    }
+                ),
                 "pdb": obj({"enabled": BOOL, "maxUnavailable": {"type": ["integer", "string"]}}),
                 "ingress": obj(
                     {
@@ -187,7 +193,14 @@ def values_schema() -> Schema:
                 ),
             }
         ),
-        "networkPolicy": obj({"enabled": BOOL, "clients": LIST_OF_OBJECTS, "metricsScrapers": LIST_OF_OBJECTS}),
+        "networkPolicy": obj(
+            {
+                "enabled": BOOL,
+                "clients": LIST_OF_OBJECTS,
+                "metricsScrapers": LIST_OF_OBJECTS,
+                "kuberayOperator": obj({"namespace": string(minLength=1), "podLabels": STRING_MAP}),
+            }
+        ),
         "metrics": obj(
             {
                 "serviceMonitor": obj(

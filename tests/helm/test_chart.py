@@ -105,7 +105,7 @@ def test_pods_run_non_root_without_privilege_and_with_phifleets_ray_settings(hel
             assert {k: env.get(k) for k in SERVE_RAY_ENV} == SERVE_RAY_ENV
 
 
-def test_network_policy_exposes_only_the_serve_port(helm):
+def test_network_policy_opens_the_serve_port_to_clients_and_the_head_to_the_operator(helm):
     docs = render(helm, "-f", str(CHART / "values-aks-h100.yaml"))
     (policy,) = by_kind(docs, "NetworkPolicy")
     rules = policy["spec"]["ingress"]
@@ -113,8 +113,11 @@ def test_network_policy_exposes_only_the_serve_port(helm):
     assert (
         len(internal) == 1 and internal[0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "r"
     )
-    open_ports = sorted(p["port"] for r in rules if "ports" in r for p in r["ports"])
-    assert open_ports == [8000, 8080]
+    open_to_all = sorted(p["port"] for r in rules if "ports" in r and "from" not in r for p in r["ports"])
+    assert open_to_all == [8000]  # only the serve port is open to every source
+    both = [r for r in rules if any("namespaceSelector" in f and "podSelector" in f for f in r.get("from", []))]
+    (operator_rule,) = both
+    assert [p["port"] for p in operator_rule["ports"]] == [8265, 8000]  # KubeRay's calls to the head (flows test)
     (metrics_rule,) = [r for r in rules if r.get("ports", [{}])[0].get("port") == 8080]
     assert metrics_rule["from"]  # the AKS example limits scrapers to kube-system
 
@@ -235,6 +238,27 @@ BAD_VALUES = [
     ),
     (["--set", "model.fetch.path=../etc"], "model/fetch/path"),
     (["--set", "model.downloadCommand=true"], "downloadCommand"),
+    # What KubeRay v1.7.0's controller refuses (validation.go), and knobs it no longer reads (kuberay#1685).
+    (
+        ["--set", "serve.upgradeStrategy=NewClusterWithIncrementalUpgrade"],
+        "needs serve.clusterUpgradeOptions.gatewayClassName",
+    ),
+    (
+        [
+            "--set",
+            "serve.upgradeStrategy=NewClusterWithIncrementalUpgrade",
+            "--set",
+            "serve.clusterUpgradeOptions.gatewayClassName=istio",
+            "--set",
+            "serve.clusterUpgradeOptions.maxSurgePercent=10",
+        ],
+        "stepSizePercent (25) must be <= serve.clusterUpgradeOptions.maxSurgePercent (10)",
+    ),
+    (
+        ["--set", "job.enabled=true", "--set", "job.shutdownAfterJobFinishes=false"],
+        "job.ttlSecondsAfterFinished must be 0",
+    ),
+    (["--set", "serve.deploymentUnhealthySecondThreshold=300"], "deploymentUnhealthySecondThreshold"),
 ]
 
 
@@ -292,3 +316,69 @@ def test_the_rendered_weights_fetch_fails_closed_in_sh(helm, tmp_path):
 
     job_head, job_workers = fetch_containers(helm, mount, f"file://{source}", "RayJob")
     assert len(job_head) == 1 and job_workers  # a RayJob's driver runs on the head and reads the model's config
+
+
+# The flows a release needs (KubeRay v1.7.0 and Ray's docs): (who, to, port, admitted). Targets are Ray pods of the
+# release; "head" is the head pod. The operator reaches the dashboard through the head Service and Serve's health
+# endpoint on the head pod (ray-operator utils/util.go FetchHeadServiceURL, rayservice_controller.go
+# checkIfNeedSubmitServeApplications/updateHeadPodServeLabel); Ray's nodes talk to each other on every port.
+OPERATOR = ("kuberay-system", {"app.kubernetes.io/name": "kuberay-operator", "app.kubernetes.io/instance": "kuberay"})
+STRANGER = ("default", {"app": "anything"})
+FLOWS = [
+    ("operator", "head", 8265, True),  # PUT/GET /api/serve/applications/, the Jobs API
+    ("operator", "head", "serve", True),  # GET /-/healthz on the head's Serve proxy
+    ("operator", "head", 6379, False),
+    ("release", "head", 6379, True),  # GCS
+    ("release", "head", 8265, True),
+    ("release", "worker", 10002, True),  # node manager, object manager, worker ports
+    ("stranger", "head", 8265, False),  # Ray's Jobs API runs code: never from outside (CVE-2023-48022)
+    ("stranger", "head", 6379, False),
+    ("stranger", "head", 10001, False),
+    ("stranger", "worker", 10002, False),
+]
+
+
+@pytest.mark.parametrize("values", EXAMPLES)
+def test_network_policies_admit_exactly_the_flows_ray_and_kuberay_need(helm, values):
+    from tests.helm.netpol import Pod, admits
+
+    docs = render(helm, "-f", str(CHART / values))
+    policies = by_kind(docs, "NetworkPolicy")
+    if not policies:
+        pytest.skip(f"{values} renders no NetworkPolicy")
+    chart_values = yaml.safe_load((CHART / values).read_text()) or {}
+    serve_port = (chart_values.get("serve") or {}).get("port", 8000)
+    (workload,) = by_kind(docs, "RayService") or by_kind(docs, "RayJob")
+    cluster = workload["spec"].get("rayClusterConfig") or workload["spec"]["rayClusterSpec"]
+    targets = {
+        "head": Pod("phifleet", cluster["headGroupSpec"]["template"]["metadata"]["labels"]),
+        "worker": Pod("phifleet", cluster["workerGroupSpecs"][0]["template"]["metadata"]["labels"]),
+    }
+    sources = {"operator": Pod(*OPERATOR), "release": targets["worker"], "stranger": Pod(*STRANGER)}
+    for who, to, port, expected in FLOWS:
+        number = serve_port if port == "serve" else port
+        assert admits(policies, sources[who], targets[to], number) is expected, (who, to, port)
+    clients = ((chart_values.get("networkPolicy") or {}).get("clients")) or []
+    assert admits(policies, sources["stranger"], targets["head"], serve_port) is (not clients)
+
+
+def test_incremental_upgrade_renders_the_options_kuberay_requires(helm):
+    docs = render(
+        helm,
+        "--set",
+        "serve.upgradeStrategy=NewClusterWithIncrementalUpgrade",
+        "--set",
+        "serve.clusterUpgradeOptions.gatewayClassName=istio",
+    )
+    (svc,) = by_kind(docs, "RayService")
+    assert svc["spec"]["upgradeStrategy"] == {
+        "type": "NewClusterWithIncrementalUpgrade",
+        "clusterUpgradeOptions": {
+            "gatewayClassName": "istio",
+            "stepSizePercent": 25,
+            "intervalSeconds": 60,
+            "maxSurgePercent": 100,
+        },
+    }
+    kuberay_validator("RayService").validate(svc)
+    assert "deploymentUnhealthySecondThreshold" not in svc["spec"]

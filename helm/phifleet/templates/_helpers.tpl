@@ -94,6 +94,23 @@ uses `fail`: `helm lint` cannot pass --api-versions, so there it is only logged 
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- /* What KubeRay v1.7.0's controller refuses (ray-operator/controllers/ray/utils/validation.go), refused here first:
+the operator would only mark the object ValidationFailed and never start it. */ -}}
+{{- if and .Values.serve.enabled (eq .Values.serve.upgradeStrategy "NewClusterWithIncrementalUpgrade") -}}
+{{- $o := .Values.serve.clusterUpgradeOptions -}}
+{{- if not $o.gatewayClassName -}}
+{{- include "phifleet.invalid" "serve.upgradeStrategy NewClusterWithIncrementalUpgrade needs serve.clusterUpgradeOptions.gatewayClassName (a Gateway API GatewayClass)" -}}
+{{- end -}}
+{{- if gt (int $o.stepSizePercent) (int $o.maxSurgePercent) -}}
+{{- include "phifleet.invalid" (printf "serve.clusterUpgradeOptions.stepSizePercent (%v) must be <= serve.clusterUpgradeOptions.maxSurgePercent (%v)" $o.stepSizePercent $o.maxSurgePercent) -}}
+{{- end -}}
+{{- if not .Values.autoscaler.enabled -}}
+{{- include "phifleet.invalid" "serve.upgradeStrategy NewClusterWithIncrementalUpgrade needs autoscaler.enabled (KubeRay requires Ray's autoscaler for it)" -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.job.enabled (not .Values.job.shutdownAfterJobFinishes) (gt (int .Values.job.ttlSecondsAfterFinished) 0) -}}
+{{- include "phifleet.invalid" "job.ttlSecondsAfterFinished must be 0 when job.shutdownAfterJobFinishes is false (KubeRay refuses a TTL for a cluster it does not delete)" -}}
+{{- end -}}
 {{- if not (or .Values.gpuWorkers.enabled .Values.cpuWorkers.enabled) -}}
 {{- include "phifleet.invalid" "no worker group: enable gpuWorkers.enabled or cpuWorkers.enabled (replicas never run on the head)" -}}
 {{- end -}}
