@@ -65,9 +65,9 @@ class EngineConfig(BaseModel):
     batching: BatchingMode = Field(
         default="auto",
         description=(
-            "static: length-bucketed padded batches; continuous: transformers' paged-KV "
-            "ContinuousBatchingManager (requests join and leave per token). auto is static, the faster of the two "
-            "on CPU and GPU (bench/README.md, 'Why the defaults')."
+            "continuous: phifleet's iteration-level scheduler over a paged KV pool (requests join and leave "
+            "at every step, chunked prefill, CUDA-graph decode on GPU); static: length-bucketed padded batches "
+            "decoded in lock-step. auto is continuous (bench/README.md, 'Why the defaults')."
         ),
     )
     max_batch_size: int | None = Field(
@@ -87,7 +87,54 @@ class EngineConfig(BaseModel):
             "leaves memory free."
         ),
     )
-    seed: int = Field(default=0, description="Seed for weight-free randomness (continuous batching's sampler).")
+    kv_cache_tokens: int | None = Field(
+        default=None,
+        ge=16,
+        description=(
+            "Continuous batching: tokens the preallocated KV pool holds, over all running requests. Default on "
+            "GPU: what gpu_memory_utilization leaves after the weights and step activations; on CPU: "
+            "max_batch_tokens."
+        ),
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9,
+        gt=0.0,
+        le=1.0,
+        description="Continuous batching on GPU: the share of the card's memory the replica may use (weights + KV).",
+    )
+    max_step_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Continuous batching: tokens one forward pass computes (running decodes plus prefill chunks); a longer "
+            "prompt is prefilled in chunks between decode steps. Default 8192 on GPU, 2048 on CPU."
+        ),
+    )
+    kv_block_size: int = Field(default=16, ge=1, le=256, description="Tokens per KV-pool block.")
+    prefix_caching: bool = Field(
+        default=True,
+        description=(
+            "Continuous batching: keep computed prompt blocks and share them by reference with later requests "
+            "that start with the same tokens (system prompts, label instructions); evicted least recently used."
+        ),
+    )
+    attention_kernel: Literal["auto", "triton", "torch"] = Field(
+        default="auto",
+        description=(
+            "Continuous batching: decode attention over the paged KV pool. triton: a split-K kernel (GPU); torch: "
+            "a fixed-shape gather (any device). auto: triton on GPU when the triton package imports."
+        ),
+    )
+    cuda_graphs: bool = Field(
+        default=True, description="Continuous batching on GPU: replay decode steps from captured CUDA graphs."
+    )
+    seed: int = Field(
+        default=0,
+        description=(
+            "0: a request without its own seed samples from fresh randomness. Otherwise such requests draw their "
+            "random streams from this seed in arrival order (reproducible runs)."
+        ),
+    )
 
     def resolved_device(self) -> str:
         if self.device == "auto":
@@ -104,12 +151,17 @@ class EngineConfig(BaseModel):
         return getattr(torch, self.dtype)
 
     def resolved_batching(self) -> Literal["static", "continuous"]:
-        return "static" if self.batching == "auto" else self.batching
+        return "continuous" if self.batching == "auto" else self.batching
 
     def resolved_max_batch_size(self) -> int:
         if self.max_batch_size is not None:
             return self.max_batch_size
         return 128 if self.resolved_device() == "cuda" else 32
+
+    def resolved_max_step_tokens(self) -> int:
+        if self.max_step_tokens is not None:
+            return self.max_step_tokens
+        return 8192 if self.resolved_device() == "cuda" else 2048
 
     def resolved_max_batch_tokens(self) -> int:
         if self.max_batch_tokens is not None:

@@ -10,7 +10,7 @@ from transformers import PreTrainedTokenizerBase
 from phifleet.engine import deepspeed_prep
 from phifleet.engine.chat_template import ENDOFTEXT, IM_END
 from phifleet.engine.config import EngineConfig
-from phifleet.engine.continuous_batching import ContinuousBatcher
+from phifleet.engine.generation_loop import GenerationLoop, LoopConfig, kv_shape_of
 from phifleet.engine.loading import (
     ResolvedModel,
     check_dtype,
@@ -72,7 +72,7 @@ class Engine:
         self.batching = config.resolved_batching()
         self.max_batch_size = config.resolved_max_batch_size()
         self.max_batch_tokens = config.resolved_max_batch_tokens()
-        self._continuous: ContinuousBatcher | None = None
+        self._loop: GenerationLoop | None = None
 
     def _token_id(self, token: str) -> int | None:
         return self.tokenizer.get_vocab().get(token)
@@ -104,34 +104,47 @@ class Engine:
         return out
 
     # --- generation ------------------------------------------------------------------------
-    def _steps(self, seqs: list[Seq], stream: bool = False) -> Iterator[list[Seq]]:
+    def _steps(self, seqs: list[Seq]) -> Iterator[list[Seq]]:
         """Yield the sequences that advanced, step by step, until all are finished."""
         if self.batching == "continuous":
-            # The CB sampler shares one random stream and shows no logits: seeded requests (to keep their
-            # guarantee), logprobs and logit_bias go static; its end-of-text ids are global, so ignore_eos too.
-            cont = [
-                s
-                for s in seqs
-                if (s.params.greedy or s.params.seed is None) and not s.params.ignore_eos and not s.params.needs_logits
-            ]
-            rest = [s for s in seqs if s not in cont]
-            if cont:
-                yield from self._continuous_batcher().steps(cont, stream)
-            seqs = rest
+            yield from self.loop().steps(seqs)
+            return
         for batch in length_buckets(seqs, self.max_batch_size, self.max_batch_tokens):
             yield from decode_steps(self.model, batch, self.pad_id, self.device)
 
-    def _continuous_batcher(self) -> ContinuousBatcher:
-        if self._continuous is None:
-            self._continuous = ContinuousBatcher(
-                self.hf_model,
-                self.eos_ids,
-                self.pad_id,
-                self.max_batch_size,
-                self.max_batch_tokens,
-                self.config.seed,
-            )
-        return self._continuous
+    def loop(self) -> GenerationLoop:
+        """The continuous-batching loop, built on first use (its KV pool is sized then)."""
+        if self._loop is None:
+            self._loop = GenerationLoop(self.hf_model, self._loop_config(), self.device)
+        return self._loop
+
+    def _loop_config(self) -> LoopConfig:
+        cfg = self.config
+        kv_tokens = cfg.kv_cache_tokens
+        if kv_tokens is None:
+            kv_tokens = self._kv_tokens_that_fit() if self.device.type == "cuda" else self.max_batch_tokens
+        return LoopConfig(
+            kv_tokens=kv_tokens,
+            max_num_seqs=self.max_batch_size,
+            max_step_tokens=cfg.resolved_max_step_tokens(),
+            max_model_len=self.max_model_len,
+            block_size=cfg.kv_block_size,
+            cuda_graphs=cfg.cuda_graphs,
+            prefix_caching=cfg.prefix_caching,
+            use_triton={"auto": None, "triton": True, "torch": False}[cfg.attention_kernel],
+            seed=cfg.seed,
+        )
+
+    def _kv_tokens_that_fit(self) -> int:
+        """What gpu_memory_utilization leaves after the weights and one step's activations (plus 1 GiB slack)."""
+        free, total = torch.cuda.mem_get_info(self.device)
+        hf = self.hf_model.config
+        itemsize = torch.empty((), dtype=self.config.resolved_dtype()).element_size()
+        step = self.config.resolved_max_step_tokens()
+        activations = step * (4 * hf.intermediate_size + 6 * hf.hidden_size) * itemsize + 2**30
+        budget = int(total * self.config.gpu_memory_utilization) - (total - free) - activations
+        per_token = kv_shape_of(self.hf_model, 1, 1).bytes_per_block()
+        return max(budget // per_token, self.max_model_len)
 
     def generate_each(self, requests: Sequence[GenerationRequest | Seq]) -> list[GenerationResult | Exception]:
         """Generate for many requests at once: each gets its result, or the exception that failed it alone.
@@ -184,7 +197,7 @@ class Engine:
             else:
                 seqs[i] = p
         index = {id(s): i for i, s in seqs.items()}
-        for advanced in self._steps(list(seqs.values()), stream=True):
+        for advanced in self._steps(list(seqs.values())):
             for seq in advanced:
                 i = index[id(seq)]
                 if seq.cancelled:
@@ -210,14 +223,17 @@ class Engine:
         prompt_ids = [
             self.validator.label_prompt_ids(p, label_ids, param=f"prompts[{i}]") for i, p in enumerate(prompts)
         ]
-        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         sums: dict[int, list[float]] = {}
-        step = self.max_batch_size
-        for start in range(0, len(order), step):
-            chunk = order[start : start + step]
-            scores = label_logprobs(self.model, [prompt_ids[i] for i in chunk], label_ids, self.pad_id, self.device)
-            for i, row in zip(chunk, scores.tolist(), strict=True):
-                sums[i] = row
+        if self.batching == "continuous":  # one pass per prompt, shared prefixes computed once
+            sums = dict(enumerate(self.loop().score(prompt_ids, label_ids)))
+        else:
+            order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+            step = self.max_batch_size
+            for start in range(0, len(order), step):
+                chunk = order[start : start + step]
+                scores = label_logprobs(self.model, [prompt_ids[i] for i in chunk], label_ids, self.pad_id, self.device)
+                for i, row in zip(chunk, scores.tolist(), strict=True):
+                    sums[i] = row
         results = []
         for i in range(len(prompt_ids)):
             lp = dict(zip(labels, sums[i], strict=True))
@@ -226,6 +242,5 @@ class Engine:
         return results
 
     def close(self) -> None:
-        if self._continuous is not None:
-            self._continuous.close()
-            self._continuous = None
+        """Free the KV pool (and captured graphs); a later call builds them again."""
+        self._loop = None

@@ -61,7 +61,9 @@ class ReplicaMetrics:
             "phifleet_replica_running_streams", description="Streaming generations in progress."
         )
         self.batch_size = metrics.Histogram(
-            "phifleet_batch_size", description="Requests per engine batch.", boundaries=BATCH_BUCKETS
+            "phifleet_batch_size",
+            description="Requests per engine batch (continuous batching: per engine step).",
+            boundaries=BATCH_BUCKETS,
         )
         self.cancelled = metrics.Counter(
             "phifleet_cancelled_streams_total", description="Streams stopped because the client went away."

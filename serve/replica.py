@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ray import serve
 
 from phifleet.engine import Engine, GenerationRequest, GenerationResult, LabelScores, StreamDelta
+from phifleet.engine.driver import EngineDriver
 from phifleet.engine.sequence import Sequence
 from phifleet.serve.batching import Batcher
 from phifleet.serve.config import ServeConfig
@@ -55,11 +56,34 @@ def _merge(deltas: list[StreamDelta]) -> StreamDelta:
     return StreamDelta(text, last.finish_reason, last.prompt_tokens, last.completion_tokens, logprobs)
 
 
+def _settle(future: asyncio.Future, result: object, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+def _to_queue(queue: asyncio.Queue) -> Callable[[StreamDelta | BaseException], None]:
+    """A driver listener that hands each item to a stream's queue on the replica's event loop."""
+    loop = asyncio.get_running_loop()
+    return lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)
+
+
 @serve.deployment
 class Phi4Replica:
     def __init__(self, config_json: str) -> None:
         self.config = ServeConfig.model_validate_json(config_json)
         self.engine = Engine(self.config.engine)
+        # Continuous batching: requests are handed to the engine's own loop (on its thread) and join the running
+        # batch at its next step; the batcher below is the static engine's way of forming batches.
+        self.metrics = ReplicaMetrics()
+        self.driver = (
+            EngineDriver(self.engine, on_step=self.metrics.batch_size.observe)
+            if self.engine.batching == "continuous"
+            else None
+        )
         # The engine is not thread-safe and its work is CPU/GPU-bound: one worker thread keeps the event loop
         # free to accept requests, which wait in the batcher for the engine's next batch.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
@@ -69,14 +93,13 @@ class Phi4Replica:
         self._batcher: Batcher[_Call | _Stream] = Batcher(
             self._run_batch, self.engine.max_batch_size, self.config.deployment.batch_wait_timeout_s
         )
-        self.metrics = ReplicaMetrics()
         self.running_streams = 0
         self.cancelled_streams = 0
 
     @property
     def waiting(self) -> int:
         """Requests in this replica not yet in an engine batch: generate calls and streams alike."""
-        return self._batcher.waiting
+        return self.driver.waiting if self.driver is not None else self._batcher.waiting
 
     def _submit(self, work: _Call | _Stream) -> None:
         self._batcher.submit(work)
@@ -126,6 +149,8 @@ class Phi4Replica:
             return out
 
     async def generate_one(self, request: GenerationRequest) -> GenerationResult:
+        if self.driver is not None:
+            return await self._generate_continuous(await self._prepare(request))
         call = _Call(request, await self._prepare(request))
         self._submit(call)
         return await call.future  # cancelling this call (the caller went away) drops it from the queue
@@ -134,7 +159,11 @@ class Phi4Replica:
         """Deltas as tokens are produced. Concurrent streams run as one engine batch (gathered like `generate`'s);
         when the caller goes away (the ingress cancels), this request leaves the batch at the next step."""
         st = _Stream(request, await self._prepare(request))
-        self._submit(st)
+        if self.driver is not None:
+            self.driver.submit(st.seq, _to_queue(st.queue), "stream")
+            self.metrics.queue_depth.set(self.waiting)
+        else:
+            self._submit(st)
         self.running_streams += 1
         self.metrics.running_streams.set(self.running_streams)
         try:
@@ -151,6 +180,7 @@ class Phi4Replica:
                     return
         except (GeneratorExit, asyncio.CancelledError):
             st.cancelled = True
+            st.seq.cancel()  # continuous batching: it leaves the running batch at the next step
             self.cancelled_streams += 1
             self.metrics.cancelled.inc()
             raise
@@ -173,6 +203,28 @@ class Phi4Replica:
             for st in batch:
                 st.queue.put_nowait(exc)
 
+    async def _generate_continuous(self, seq: Sequence) -> GenerationResult:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[GenerationResult] = loop.create_future()
+
+        def listener(item: StreamDelta | BaseException) -> None:  # on the engine thread
+            if isinstance(item, BaseException):
+                loop.call_soon_threadsafe(_settle, future, None, item)
+            elif item.finish_reason is not None:
+                try:
+                    loop.call_soon_threadsafe(_settle, future, seq.result(), None)
+                except Exception as exc:
+                    loop.call_soon_threadsafe(_settle, future, None, exc)
+
+        assert self.driver is not None
+        self.driver.submit(seq, listener, "generate")
+        self.metrics.queue_depth.set(self.waiting)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            seq.cancel()  # the caller went away: the request leaves the batch at the next step
+            raise
+
     def stats(self) -> dict[str, int]:
         """This replica's counters (what its gauges export), for operators and tests over a handle."""
         stats = {
@@ -180,6 +232,15 @@ class Phi4Replica:
             "running_streams": self.running_streams,
             "cancelled_streams": self.cancelled_streams,
         }
+        if self.driver is not None:
+            # Continuous batching: a "batch" is an engine step; rows / batches is the mean requests per step.
+            st = self.driver.stats
+            for kind in ("generate", "stream"):
+                stats[f"largest_{kind}_batch"] = st.largest_kind_step.get(kind, 0)
+                stats[f"{kind}_batches"] = st.kind_steps.get(kind, 0)
+                stats[f"{kind}_rows"] = st.kind_rows.get(kind, 0)
+                stats[f"{kind}_requests_batched"] = st.submitted.get(kind, 0)
+            return stats
         for kind in ("generate", "stream"):  # mean batch size = requests_batched / batches
             stats[f"largest_{kind}_batch"] = self._batcher.largest_batch.get(kind, 0)
             stats[f"{kind}_batches"] = self._batcher.batches.get(kind, 0)
@@ -187,6 +248,8 @@ class Phi4Replica:
         return stats
 
     async def score(self, prompts: list[str], labels: list[str]) -> list[LabelScores]:
+        if self.driver is not None:  # between two steps of the loop, on its thread
+            return await asyncio.wrap_future(self.driver.call(lambda: self.engine.score_labels(prompts, labels)))
         return await self._run(self.engine.score_labels, prompts, labels)
 
     def model_name(self) -> str:

@@ -26,10 +26,20 @@ def tiny_dir():
 
 @pytest.fixture(scope="session")
 def engine(tiny_dir):
-    """The default replica: DeepSpeed-prepared, static batching on CPU."""
+    """The default replica: DeepSpeed-prepared, continuous batching over the paged KV pool."""
     from phifleet.engine import Engine, EngineConfig
 
     eng = Engine(EngineConfig(model=str(tiny_dir)))
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="session")
+def static_engine(tiny_dir):
+    """Length-bucketed static batches: the path the continuous loop is compared with."""
+    from phifleet.engine import Engine, EngineConfig
+
+    eng = Engine(EngineConfig(model=str(tiny_dir), batching="static"))
     yield eng
     eng.close()
 

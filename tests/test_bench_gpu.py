@@ -35,7 +35,40 @@ def test_tiny_run_end_to_end_on_cpu(tmp_path):
 
 
 def test_committed_gpu_table_is_rendered_from_the_raw_runs():
-    runs = sorted((ROOT / "bench" / "results" / "gpu").glob("run*.json"))
+    folder = ROOT / "bench" / "results" / "gpu"
+    runs = sorted(folder.glob("run*.json")) + sorted(folder.glob("fastgen*.json"))
     proc = run("--render", *map(str, runs))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == (ROOT / "bench" / "results" / "gpu.md").read_text()
+
+
+def test_fastgen_probe_writes_the_checkpoint_and_records_the_cpu_build_failure(tmp_path):
+    """--tiny on CPU: a real Phi3 safetensors checkpoint, then a build_engine stage that fails with its reason."""
+    out = tmp_path / "fastgen.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}  # its temp checkpoint dir lands here
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("fastgen_probe.py")), "--tiny", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["status"] == "done"
+    stages = record["stages"]
+    assert stages["import"]["status"] == "ok"
+    written = stages["write_checkpoint"]
+    assert written["status"] == "ok", written
+    assert "model.safetensors" in written["files"] and "config.json" in written["files"]
+    assert written["bytes"] > 50_000_000  # Phi-4's 100352-token embedding and lm_head, even at toy width
+    build = stages["build_engine"]
+    assert build["model_type"] == "phi3" and build["checkpoint_files"] == ["model.safetensors"]
+    if record["env"]["cuda_available"]:
+        assert build["status"] in {"ok", "failed"}
+    else:
+        assert build["status"] == "failed" and "CUDA" in build["error"]["message"]
+        assert stages["prefill"]["status"] == stages["decode"]["status"] == "skipped"
+    assert written["path"].startswith(str(tmp_path)) and not Path(written["path"]).exists()  # removed at the end
+    assert "stage build_engine" in proc.stdout  # progress lines, flushed as it goes

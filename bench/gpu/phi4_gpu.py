@@ -25,7 +25,7 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT))  # an installed phifleet (the GPU machine carries a wheel) comes first
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
@@ -127,6 +127,14 @@ class Bench:
         self.rows: list[dict[str, object]] = []
         self.notes: list[str] = []
         self.rng = random.Random(0)
+        self.model_size = (0, 0.0)  # parameters, weight GiB: set once the model is built
+
+    def save(self) -> None:
+        """The JSON so far, after every case: a run cut off by its lease keeps what it measured."""
+        record = run_record(self, self.args, *self.model_size)
+        self.args.out.mkdir(parents=True, exist_ok=True)
+        name = "gpu_tiny" if self.args.tiny else "gpu"
+        (self.args.out / f"{name}.json").write_text(json.dumps(record, indent=1))
 
     def over_budget(self) -> bool:
         return time.perf_counter() - self.started > self.args.budget_s
@@ -154,9 +162,10 @@ class Bench:
         )
         with contextlib.suppress(Exception):
             torch.cuda.empty_cache()
+        self.save()
 
     def gen_requests(self, n: int, prompt_len: int, out_len: int) -> list[GenerationRequest]:
-        params = SamplingParams(max_tokens=out_len, temperature=0.0)
+        params = SamplingParams(max_tokens=out_len, temperature=0.0, ignore_eos=True)
         return [GenerationRequest(random_text(self.rng, prompt_len), params) for _ in range(n)]
 
 
@@ -179,6 +188,8 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=400, help="stop starting new cases after this many seconds")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", default=None, help="comma-separated case names to run (default: all)")
+    ap.add_argument("--new-only", action="store_true", help="skip the cases that measure the engine before")
+    ap.add_argument("--fastgen-timeout-s", type=float, default=150, help="hard limit of the FastGen probe subprocess")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "bench" / "results")))
     ap.add_argument(
         "--render",
@@ -211,16 +222,46 @@ def main() -> int:
     weight_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
     built_s = time.perf_counter() - t0
     print(f"built {n_params / 1e9:.2f}B params ({weight_gib:.1f} GiB) on {args.device} in {built_s:.1f}s", flush=True)
+    bench.model_size = (n_params, weight_gib)
     tok = synthetic_tokenizer(shape["vocab_size"])
-    ds_static = engine_for(model, tok, "deepspeed", "static", args)
-    hf_static = engine_for(model, tok, "hf", "static", args)
-    print(f"deepspeed engine: {type(ds_static.model).__module__}.{type(ds_static.model).__name__}", flush=True)
-
-    def check_logits():
-        ids = torch.tensor([ds_static.encode(random_text(bench.rng, 64))], device=args.device)
-        with torch.inference_mode():
-            a, b = ds_static.model(input_ids=ids).logits, hf_static.model(input_ids=ids).logits
-        yield {"metric": "max |logits ds - hf|", "value": float((a.float() - b.float()).abs().max())}
+    bench.case("device ceilings", lambda: ceilings(args))
+    kernel_error: list[float] = []
+    bench.case("paged decode kernel", lambda: decode_kernel(args, kernel_error))
+    # A Triton kernel that failed to build or disagrees with the reference must not decide the engine's numbers.
+    attention = "triton" if kernel_error and kernel_error[0] < 0.05 else ("auto" if args.tiny else "torch")
+    if not args.tiny and attention == "torch":
+        bench.notes.append("continuous engine ran with the torch decode attention: the Triton kernel failed its check")
+    rows = max(args.batches)
+    kv_tokens = rows * (args.prompt + args.output) + 4096
+    cont = Engine.from_model(
+        model,
+        tok,
+        EngineConfig(
+            backend="deepspeed",
+            batching="continuous",
+            device=args.device,
+            dtype=args.dtype,
+            max_batch_size=rows,
+            kv_cache_tokens=kv_tokens,
+            max_step_tokens=8192 if not args.tiny else 64,
+            attention_kernel=attention,
+        ),
+    )
+    eager = Engine.from_model(
+        model,
+        tok,
+        EngineConfig(
+            backend="deepspeed",
+            batching="continuous",
+            device=args.device,
+            dtype=args.dtype,
+            max_batch_size=8,
+            kv_cache_tokens=8192,
+            cuda_graphs=False,
+            attention_kernel=attention,
+        ),
+    )
+    print(f"continuous engine: KV pool {cont.loop().pool.capacity} blocks, triton {cont.loop().runner.use_triton}")
 
     def single_stream(engine, label):
         def run():
@@ -231,11 +272,11 @@ def main() -> int:
 
         return run
 
-    def batched(engine, label, batches):
+    def batched(engine, label, batches, repeats=None):
         def run():
             for b in batches:
                 reqs = bench.gen_requests(b, args.prompt, args.output)
-                t, out, peak = timed(lambda r=reqs: engine.generate(r), args.repeats)
+                t, out, peak = timed(lambda r=reqs: engine.generate(r), repeats or args.repeats)
                 toks = sum(o.completion_tokens for o in out)
                 yield {
                     "backend": label,
@@ -244,17 +285,39 @@ def main() -> int:
                     "tok_s": toks / t,
                     "seconds": t,
                     "peak_gib": peak,
-                    "first_ids": [list(o.token_ids[:8]) for o in out[:2]],
                 }
 
         return run
 
-    labels = ["t501", "t502 t503", "t504 t505 t506"]
+    bench.case("single-stream decode", single_stream(cont, "continuous, CUDA graphs"))
+    if not args.new_only:
+        bench.case("single-stream decode", single_stream(eager, "continuous, eager"))
+    failed = len(bench.notes)
+    if not args.new_only:
+        bench.case("batched generation", batched(cont, "continuous", args.batches, repeats=2))
+    if len(bench.notes) > failed and not args.tiny:  # graphs failed: still measure the scheduler, eager
+        bench.case("batched generation", batched(eager, "continuous, eager", args.batches[:1], repeats=1))
+    if not args.new_only:
+        bench.case("32 concurrent streams", lambda: concurrent_streams(bench, cont, 32 if not args.tiny else 4))
+    bench.case("decode step breakdown", lambda: step_breakdown(bench, cont, [1, 32, 128] if not args.tiny else [1, 4]))
+    bench.case("agreement with HF eager", lambda: agreement_with_hf(bench, cont, model))
+    bench.case("label scoring", lambda: scoring_continuous(bench, cont, shared=0))
+    bench.case("label scoring", lambda: scoring_continuous(bench, cont, shared=128 if not args.tiny else 16))
+    with contextlib.suppress(Exception):
+        eager.close()
+        cont.close()
+    bench.case("fastgen probe", lambda: fastgen_probe(bench))
+    if args.new_only:
+        report(bench, args, n_params, weight_gib)
+        return 0
+    ds_static = engine_for(model, tok, "deepspeed", "static", args)
+    bench.case("single-stream decode", single_stream(ds_static, "static (before)"))
+    bench.case("batched generation", batched(ds_static, "static (before)", args.batches[-1:], repeats=1))
 
     def scoring(engine, label):
         def run():
             prompts = [random_text(bench.rng, args.score_len) for _ in range(args.score_prompts)]
-            t, _, peak = timed(lambda: engine.score_labels(prompts, labels), args.repeats)
+            t, _, peak = timed(lambda: engine.score_labels(prompts, LABELS), args.repeats)
             yield {
                 "backend": label,
                 "batch": engine.max_batch_size,
@@ -266,78 +329,189 @@ def main() -> int:
 
         return run
 
-    bench.case("device ceilings", lambda: ceilings(args))
-    bench.case("logits deepspeed vs hf", check_logits)
-
-    def raw_decode():
-        """The same single stream as a bare forward loop (no engine): separates engine cost from eager launches."""
-        from transformers import DynamicCache
-
-        ids = torch.tensor([ds_static.encode(random_text(bench.rng, 128 if not args.tiny else 16))], device=args.device)
-
-        def loop():
-            with torch.inference_mode():
-                cache = DynamicCache()
-                out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
-                for _ in range(args.decode_tokens - 1):
-                    nxt = out.logits[:, -1].argmax(-1, keepdim=True)
-                    out = model(input_ids=nxt, cache=cache, use_cache=True, logits_to_keep=1)
-                return out
-
-        t, _, peak = timed(loop, args.repeats)
-        yield {
-            "backend": "bare forward loop",
-            "batch": 1,
-            "tokens": args.decode_tokens,
-            "tok_s": args.decode_tokens / t,
-            "seconds": t,
-            "peak_gib": peak,
-        }
-
-    bench.case("single-stream decode", single_stream(ds_static, "deepspeed"))
-    bench.case("bare decode loop", raw_decode)
-    bench.case("single-stream decode", single_stream(hf_static, "hf"))
     score_bs = 32 if not args.tiny else 4
-    bench.case("label scoring", scoring(engine_for(model, tok, "deepspeed", "static", args, score_bs), "deepspeed"))
-    bench.case("label scoring", scoring(engine_for(model, tok, "hf", "static", args, score_bs), "hf"))
-    bench.case("static batching", batched(ds_static, "deepspeed", args.batches))
-    bench.case("static batching", batched(hf_static, "hf", args.batches[1:2]))
-    ds_cont = Engine.from_model(
-        model,
-        tok,
-        EngineConfig(
-            backend="deepspeed",
-            batching="continuous",
-            device=args.device,
-            dtype=args.dtype,
-            max_batch_size=max(args.batches),
-            max_batch_tokens=max(args.batches) * (args.prompt + args.output),
-        ),
+    bench.case(
+        "label scoring", scoring(engine_for(model, tok, "deepspeed", "static", args, score_bs), "static (before)")
     )
-    bench.case("continuous batching", batched(ds_cont, "deepspeed", args.batches))
-
-    def agreement():
-        reqs = bench.gen_requests(args.batches[0], args.prompt, 32)
-        a, b = ds_static.generate(reqs), ds_cont.generate(reqs)
-        same = sum(x.token_ids == y.token_ids for x, y in zip(a, b, strict=True))
-        prefix = [
-            next(
-                (i for i, (p, q) in enumerate(zip(x.token_ids, y.token_ids, strict=False)) if p != q), len(x.token_ids)
-            )
-            for x, y in zip(a, b, strict=True)
-        ]
-        yield {"metric": f"static vs continuous: identical greedy outputs (of {len(reqs)}, 32 tokens)", "value": same}
-        yield {
-            "metric": "static vs continuous: mean tokens before first divergence",
-            "value": sum(prefix) / len(prefix),
-        }
-
-    bench.case("static vs continuous agreement", agreement)
-    with contextlib.suppress(Exception):
-        ds_cont.close()
-    bench.case("fastgen probe", lambda: fastgen_probe(bench))
     report(bench, args, n_params, weight_gib)
     return 0
+
+
+def concurrent_streams(bench: Bench, engine: Engine, n: int):
+    """Time per output token of each stream while ``n`` decode together (prompt 512): the step time, p50/p90."""
+    loop = engine.loop()
+    prompt = 512 if not bench.args.tiny else 16
+    seqs = [engine.prepare(r) for r in bench.gen_requests(n, prompt, 64)]
+    for s in seqs:
+        loop.add(s)
+    while loop.scheduler.waiting or any(r.prefilling for r in loop.scheduler.running):
+        loop.step()
+    times = []
+    while loop.has_work():
+        t0 = time.perf_counter()
+        loop.step()
+        times.append(time.perf_counter() - t0)
+    times = sorted(times[:-1] or times)
+    yield {"metric": f"{n} streams: p50 time per output token (ms)", "value": 1000 * times[len(times) // 2]}
+    yield {"metric": f"{n} streams: p90 time per output token (ms)", "value": 1000 * times[int(len(times) * 0.9)]}
+
+
+LABELS = ["t501", "t502 t503", "t504 t505 t506"]
+
+
+def scoring_continuous(bench: Bench, engine: Engine, shared: int):
+    """Label scoring in one pass per prompt (tree mask); with ``shared`` > 0 every prompt starts with the same
+    ``shared`` tokens (an instruction), computed once through the prefix cache (cleared before each run)."""
+    args = bench.args
+    head = random_text(bench.rng, shared) + " " if shared else ""
+    prompts = [head + random_text(bench.rng, args.score_len - shared) for _ in range(args.score_prompts)]
+    cache = engine.loop().prefix_cache
+
+    def run():
+        cache.clear()
+        return engine.score_labels(prompts, LABELS)
+
+    t, _, peak = timed(run, args.repeats)
+    label = "continuous, one pass" + (f", {shared}-token shared prefix" if shared else "")
+    yield {
+        "backend": label,
+        "batch": "-",
+        "prompts": len(prompts),
+        "prompts_s": len(prompts) / t,
+        "seconds": t,
+        "peak_gib": peak,
+    }
+
+
+def step_breakdown(bench: Bench, engine: Engine, sizes: list[int]):
+    """A decode step's wall time (schedule, inputs, graph replay, sampling, the token copy, bookkeeping) against
+    the captured graph's replay alone: what the host adds per step."""
+    loop = engine.loop()
+    for rows in sizes:
+        seqs = [engine.prepare(r) for r in bench.gen_requests(rows, 128 if not bench.args.tiny else 16, 48)]
+        for s in seqs:
+            loop.add(s)
+        while loop.scheduler.waiting or any(r.prefilling for r in loop.scheduler.running):
+            loop.step()
+        steps = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            loop.step()
+            steps.append(time.perf_counter() - t0)
+        replays = []
+        cap = loop.graphs.last if loop.graphs is not None else None
+        if cap is not None:
+            for _ in range(20):
+                sync()
+                t0 = time.perf_counter()
+                cap.graph.replay()
+                sync()
+                replays.append(time.perf_counter() - t0)
+        for s in seqs:
+            s.cancel()
+        while loop.has_work():
+            loop.step()
+        yield {"metric": f"decode step, batch {rows}: whole step (ms)", "value": 1000 * statistics.median(steps)}
+        if replays:
+            yield {
+                "metric": f"decode step, batch {rows}: graph replay alone (ms)",
+                "value": 1000 * statistics.median(replays),
+            }
+
+
+def agreement_with_hf(bench: Bench, engine: Engine, model):
+    """Logits of the paged runner vs the HF model's own forward on one prompt, and greedy tokens vs HF eager."""
+    from phifleet.engine.model_runner import PrefillChunk, StepBatch
+
+    dev = engine.device
+    loop = engine.loop()
+    ids = engine.encode(random_text(bench.rng, 64))
+    blocks = loop.pool.allocate(loop.pool.blocks_for(len(ids)))
+    try:
+        ctx = loop._slots_of(blocks, len(ids)).to(dev)
+        batch = StepBatch(
+            input_ids=torch.tensor(ids, device=dev),
+            positions=torch.arange(len(ids), device=dev),
+            slots=ctx,
+            num_decode=0,
+            block_tables=torch.zeros((0, 1), dtype=torch.int32, device=dev),
+            context_lens=torch.zeros(0, dtype=torch.int32, device=dev),
+            prefills=[PrefillChunk(0, len(ids), 0, ctx)],
+        )
+        ours = loop.runner.forward(batch).float()
+    finally:
+        loop.pool.release(blocks)
+    with torch.inference_mode():
+        theirs = model(input_ids=torch.tensor([ids], device=dev)).logits[0].float()
+    yield {"metric": "max |logits paged runner - hf| (64-token prefill)", "value": float((ours - theirs).abs().max())}
+    yield {
+        "metric": "argmax agreement, paged runner vs hf (64 positions)",
+        "value": float((ours.argmax(-1) == theirs.argmax(-1)).float().mean()),
+    }
+    n, steps = 4, 32
+    reqs = bench.gen_requests(n, 128 if not bench.args.tiny else 16, steps)
+    got = engine.generate(reqs)
+    same, prefix, agree, gaps = 0, [], 0, []
+    for req, out in zip(reqs, got, strict=True):
+        p = engine.encode(req.prompt_text)
+        with torch.inference_mode():
+            ref = model.generate(
+                torch.tensor([p], device=dev),
+                max_new_tokens=steps,
+                min_new_tokens=steps,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+            )[0, len(p) :].tolist()
+        same += list(out.token_ids) == ref
+        prefix.append(next((i for i, (a, b) in enumerate(zip(out.token_ids, ref, strict=False)) if a != b), steps))
+        # Our own greedy path, teacher-forced through HF: is each of our tokens HF's argmax there, and where it is
+        # not, how far below HF's top logit is it (a near tie broken the other way by rounding, or a real error)?
+        with torch.inference_mode():
+            full = torch.tensor([p + list(out.token_ids)], device=dev)
+            hf_logits = model(input_ids=full).logits[0, len(p) - 1 : -1].float()
+        ours = torch.tensor(out.token_ids, device=dev)
+        agree += int((hf_logits.argmax(-1) == ours).sum())
+        gaps.append(float((hf_logits.max(-1).values - hf_logits.gather(1, ours[:, None])[:, 0]).max()))
+    yield {"metric": f"greedy outputs identical to HF eager (of {n}, {steps} tokens)", "value": same}
+    yield {"metric": "greedy: mean tokens before first divergence from HF eager", "value": sum(prefix) / n}
+    yield {"metric": f"our greedy tokens that are HF's argmax on our own path (of {n * steps})", "value": agree}
+    yield {"metric": "largest HF logit gap below HF's top at our token (teacher-forced)", "value": max(gaps)}
+
+
+def decode_kernel(args, error_out: list[float]):
+    """The Triton paged-decode kernel against the torch reference (max error), and its achieved bandwidth."""
+    if args.tiny:
+        return
+    from phifleet.engine.kernels.paged_decode import (
+        paged_decode_attention_reference,
+        paged_decode_attention_triton,
+    )
+
+    torch.manual_seed(0)
+    b, kvh, g, d, bs, ctx = 128, 10, 4, 128, 16, 640
+    blocks_per = ctx // bs
+    k = torch.randn(b * blocks_per + 1, bs, kvh, d, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    tables = (torch.randperm(b * blocks_per, device="cuda") + 1).view(b, blocks_per).int()
+    lens = torch.randint(ctx // 2, ctx + 1, (b,), device="cuda", dtype=torch.int32)
+    q = torch.randn(b, kvh * g, d, device="cuda", dtype=torch.bfloat16)
+    scale = d**-0.5
+    ref = paged_decode_attention_reference(q, k, v, tables, lens, scale)
+    out = paged_decode_attention_triton(q, k, v, tables, lens, scale)
+    error_out.append(float((out.float() - ref.float()).abs().max()))
+    yield {
+        "metric": "triton paged decode: max |triton - reference| (bf16)",
+        "value": float((out.float() - ref.float()).abs().max()),
+    }
+    nbytes = int(lens.sum()) * kvh * d * 2 * 2
+    for name, fn in (("triton", paged_decode_attention_triton), ("torch reference", paged_decode_attention_reference)):
+        t, _, _ = timed(lambda f=fn: f(q, k, v, tables, lens, scale), 20)
+        yield {
+            "metric": f"paged decode {name}: GB/s of K/V read (batch 128, 320-640 tokens)",
+            "value": nbytes / t / 1e9,
+        }
+        yield {"metric": f"paged decode {name}: us per call (one layer)", "value": t * 1e6}
 
 
 def ceilings(args):
@@ -356,15 +530,33 @@ def ceilings(args):
 
 
 def fastgen_probe(bench: Bench):
-    """DeepSpeed FastGen (inference v2) builds from a checkpoint directory and JIT-compiles ragged CUDA ops."""
-    from deepspeed.inference.v2.model_implementations import phi3  # noqa: F401
+    """DeepSpeed FastGen at Phi-4's layer shapes (few layers), in a subprocess with a hard timeout."""
+    import subprocess
 
-    yield {"metric": "fastgen phi3 implementation importable", "value": 1}
-    bench.notes.append(
-        "FastGen: deepspeed.inference.v2 has a phi3 implementation (import ok), but its engine loads a "
-        "checkpoint directory (build_hf_engine) and JIT-compiles its ragged CUDA kernels on first use; writing "
-        "29 GB of random weights to disk plus that build does not fit a 15-minute lease, so it was not run."
-    )
+    out = bench.args.out / ("fastgen_tiny.json" if bench.args.tiny else "fastgen.json")
+    cmd = [sys.executable, str(Path(__file__).with_name("fastgen_probe.py")), "--out", str(out)]
+    if bench.args.tiny:
+        cmd.append("--tiny")
+    timeout = bench.args.fastgen_timeout_s
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        print(proc.stdout[-3000:], proc.stderr[-3000:], flush=True)
+    except subprocess.TimeoutExpired as exc:
+        bench.notes.append(f"fastgen probe: killed after {timeout:.0f}s (its JSON keeps the stages it finished)")
+        print((exc.stdout or b"")[-3000:], flush=True)
+    if not out.exists():
+        bench.notes.append("fastgen probe: wrote no JSON")
+        return
+    result = json.loads(out.read_text())
+    for name, stage in result.get("stages", {}).items():
+        if isinstance(stage, dict):
+            if "seconds" in stage:
+                yield {"metric": f"fastgen stage {name}: seconds", "value": stage["seconds"]}
+            if stage.get("error"):
+                bench.notes.append(f"fastgen {name}: {str(stage['error'])[:300]}")
+    for key, value in result.get("results", {}).items():
+        if isinstance(value, int | float):
+            yield {"metric": f"fastgen {key}", "value": value}
 
 
 def fmt(v: object) -> str:
@@ -392,8 +584,39 @@ def run_record(bench: Bench, args, n_params: int, weight_gib: float) -> dict[str
     return {"meta": meta, "rows": bench.rows, "notes": bench.notes}
 
 
+def render_fastgen(probes: list[dict]) -> list[str]:
+    """The FastGen probe's own JSON (bench/gpu/fastgen_probe.py), as a section."""
+    lines = ["", "## DeepSpeed FastGen (inference v2) probe", ""]
+    for probe in probes:
+        res = probe.get("results", {})
+        stages = probe.get("stages", {})
+        env = probe.get("env", {})
+        lines.append(
+            f"- {env.get('device', '?')}, deepspeed {env.get('deepspeed', '?')}, TORCH_CUDA_ARCH_LIST "
+            f"{env.get('torch_cuda_arch_list', '?')}: stages "
+            + ", ".join(f"{k} {v.get('status', '?')}" for k, v in stages.items() if isinstance(v, dict))
+        )
+        for case, name in (("decode_single", "single-stream decode"), ("decode_batch32", "decode at batch 32")):
+            if f"{case}_extrapolated_40_layers_ms_per_step" in res:
+                lines.append(
+                    f"- {name}: {res[f'{case}_measured_4_layers_ms_per_step']:.2f} ms/step measured at 4 layers; "
+                    f"extrapolated to 40 layers {res[f'{case}_extrapolated_40_layers_ms_per_step']:.1f} ms/step, "
+                    f"{res[f'{case}_extrapolated_40_layers_tok_s']:.0f} tok/s (an estimate: the layer stack x10)"
+                )
+        jit = [f"{k[4:-2]} {v:.0f} s" for k, v in res.items() if k.startswith("jit_") and k.endswith("_s")]
+        if jit:
+            lines.append(f"- first-use JIT builds (in parallel): {', '.join(jit)}")
+        for name, patch in probe.get("patches", {}).items():
+            if isinstance(patch, dict) and patch.get("applied"):
+                lines.append(f"- patched {name}: {str(patch.get('reason', ''))[:240]}")
+    return lines
+
+
 def render(records: list[dict]) -> str:
-    """Markdown for one or more runs on the same card (later runs add rows and metrics)."""
+    """Markdown for one or more runs on the same card (later runs add rows and metrics); FastGen probe JSON files
+    among them become their own section."""
+    probes = [r for r in records if "probe" in r]
+    records = [r for r in records if "probe" not in r]
     meta = records[0]["meta"]
     rows = [r for rec in records for r in rec["rows"]]
     notes = [n for rec in records for n in rec["notes"]]
@@ -436,7 +659,9 @@ def render(records: list[dict]) -> str:
             f"- ceiling, label scoring ({meta['score_len']}-token prompts at 60% of the measured matmul rate): "
             f"{0.6 * statistics.mean(mm) * 1e12 / flops:.0f} prompts/s"
         )
-    lines += ["", *[f"- note: {n}" for n in dict.fromkeys(notes)]]
+    lines += ["", *[f"- note: {n}" for n in dict.fromkeys(" ".join(n.split())[:300] for n in notes)]]
+    if probes:
+        lines += render_fastgen(probes)
     return "\n".join(lines) + "\n"
 
 

@@ -48,10 +48,10 @@ def test_batched_equals_one_by_one_greedy(engine):
     assert [b.completion_tokens for b in batched[::2]] == [8, 16, 24]
 
 
-def test_static_equals_continuous_greedy(engine, continuous_engine):
-    assert continuous_engine.batching == "continuous" and engine.batching == "static"
+def test_static_equals_continuous_greedy(static_engine, continuous_engine):
+    assert continuous_engine.batching == "continuous" and static_engine.batching == "static"
     requests = [GenerationRequest(p, greedy(max_tokens=12)) for p in PROMPTS]
-    static = engine.generate(requests)
+    static = static_engine.generate(requests)
     cont = continuous_engine.generate(requests)
     assert [s.token_ids for s in static] == [c.token_ids for c in cont]
     assert [s.finish_reason for s in static] == [c.finish_reason for c in cont]

@@ -1,0 +1,93 @@
+"""Prefix reuse: full KV blocks of prompts, found again by their content and shared by reference.
+
+A block is named by a chain hash (SHA-256 of its parent's name and its own token ids), so equal names mean equal
+token prefixes, and a request whose prompt starts with cached blocks takes a reference to them instead of
+computing them: a system prompt or a label instruction is computed once per replica, not once per request. The
+cache holds one reference of its own per block; blocks that only the cache holds are evicted least recently used
+first when the pool needs room.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from collections import OrderedDict
+
+from phifleet.engine.kv_pool import KVPool
+
+ROOT = b"phifleet-prefix-v1"
+
+
+def block_names(
+    tokens: list[int], block_size: int, full_blocks: int, start: int = 0, parent: bytes = ROOT
+) -> list[bytes]:
+    """Chain hashes of blocks [start, full_blocks) of ``tokens``, continuing from ``parent``."""
+    names = []
+    for i in range(start, full_blocks):
+        chunk = array("q", tokens[i * block_size : (i + 1) * block_size]).tobytes()
+        parent = hashlib.sha256(parent + chunk).digest()
+        names.append(parent)
+    return names
+
+
+class PrefixCache:
+    """Name -> block of computed prompt blocks, in least-recently-used order. Single-threaded, like the pool."""
+
+    def __init__(self, pool: KVPool) -> None:
+        self.pool = pool
+        self._blocks: OrderedDict[bytes, int] = OrderedDict()
+        self._names: dict[int, bytes] = {}
+        self.hits = 0  # blocks reused
+        self.queries = 0  # blocks looked up
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def match(self, tokens: list[int], max_tokens: int) -> tuple[list[int], list[bytes]]:
+        """The longest run of cached leading blocks within ``max_tokens`` (references taken), and their names."""
+        bs = self.pool.block_size
+        blocks: list[int] = []
+        names: list[bytes] = []
+        parent = ROOT
+        for i in range(max_tokens // bs):
+            self.queries += 1
+            (name,) = block_names(tokens, bs, i + 1, start=i, parent=parent)
+            block = self._blocks.get(name)
+            if block is None:
+                break
+            self._blocks.move_to_end(name)
+            self.pool.share(block)
+            blocks.append(block)
+            names.append(name)
+            parent = name
+        self.hits += len(blocks)
+        return blocks, names
+
+    def insert(self, names: list[bytes], blocks: list[int]) -> None:
+        """Register computed full blocks under their names (a name already cached keeps its block)."""
+        for name, block in zip(names, blocks, strict=False):
+            if name in self._blocks or block in self._names:
+                continue
+            self.pool.share(block)
+            self._blocks[name] = block
+            self._names[block] = name
+
+    def evict(self, wanted: int) -> int:
+        """Free up to ``wanted`` blocks that nothing but the cache holds, oldest first; returns how many."""
+        freed = 0
+        for name in list(self._blocks):
+            if freed >= wanted:
+                break
+            block = self._blocks[name]
+            if self.pool.refs(block) == 1:
+                del self._blocks[name]
+                del self._names[block]
+                self.pool.release([block])
+                freed += 1
+        return freed
+
+    def evictable(self) -> int:
+        return sum(1 for b in self._blocks.values() if self.pool.refs(b) == 1)
+
+    def clear(self) -> None:
+        self.evict(len(self._blocks))
