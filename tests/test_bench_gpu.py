@@ -26,12 +26,25 @@ def test_tiny_run_end_to_end_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((tmp_path / "gpu_tiny.json").read_text())
     cases = {r["case"] for r in record["rows"]}
-    assert {"single-stream decode", "label scoring", "static batching", "continuous batching"} <= cases
+    assert {
+        "single-stream decode",
+        "batched generation",
+        "32 concurrent streams",
+        "decode step breakdown",
+        "agreement with HF eager",
+        "label scoring",
+        "fastgen probe",
+    } <= cases
     assert not [n for n in record["notes"] if "FAILED" in n], record["notes"]
     metrics = {r["metric"]: r["value"] for r in record["rows"] if "metric" in r}
-    assert metrics["max |logits ds - hf|"] == 0  # fp32 on CPU: DeepSpeed at tp 1 is the same computation
-    assert metrics["static vs continuous: identical greedy outputs (of 2, 32 tokens)"] == 2
-    assert "| static batching | deepspeed |" in (tmp_path / "gpu_tiny.md").read_text()
+    # fp32 on CPU: the paged runner computes what the HF model computes, token for token.
+    assert metrics["max |logits paged runner - hf| (64-token prefill)"] == 0
+    assert metrics["greedy outputs identical to HF eager (of 4, 32 tokens)"] == 4
+    assert metrics["our greedy tokens that are HF's argmax on our own path (of 128)"] == 128
+    backends = {(r["case"], r.get("backend")) for r in record["rows"]}
+    assert ("label scoring", "continuous, one pass, 16-token shared prefix") in backends
+    assert ("batched generation", "static (before)") in backends
+    assert "| batched generation | continuous |" in (tmp_path / "gpu_tiny.md").read_text()
 
 
 def test_committed_gpu_table_is_rendered_from_the_raw_runs():
