@@ -74,11 +74,6 @@ class SamplingParams(BaseModel):
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
-    @property
-    def needs_logits(self) -> bool:
-        """Requests the engine must sample itself (transformers' continuous batcher exposes no logits)."""
-        return self.logprobs is not None or bool(self.logit_bias)
-
 
 @dataclass(frozen=True)
 class PromptPart:

@@ -66,8 +66,18 @@ class DeploymentConfig(_Strict):
         default=0.01,
         ge=0,
         description=(
-            "While requests overlap, how long a free engine waits for more to fill its next batch; a lone "
-            "request never waits."
+            "Static batching: while requests overlap, how long a free engine waits for more to fill its next "
+            "batch; a lone request never waits."
+        ),
+    )
+    stream_interval_s: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description=(
+            "A stream's tokens travel to the client in chunks at most this often (the first token at once): every "
+            "chunk is a Ray streaming item through the ingress and proxy, so per-token chunks cost more CPU than "
+            "the tokens themselves on a busy replica (Ray Serve LLM's stream_batching_interval_ms). 0: per step."
         ),
     )
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)

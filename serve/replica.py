@@ -166,11 +166,19 @@ class Phi4Replica:
             self._submit(st)
         self.running_streams += 1
         self.metrics.running_streams.set(self.running_streams)
+        interval = self.config.deployment.stream_interval_s
+        loop = asyncio.get_running_loop()
+        last_sent = -interval  # the first delta goes at once
         try:
             while True:
                 items = [await st.queue.get()]
+                wait = last_sent + interval - loop.time()
+                final = isinstance(items[0], BaseException) or items[0].finish_reason is not None
+                if wait > 0 and not final:
+                    await asyncio.sleep(wait)  # let the next steps' tokens join this chunk
                 while not st.queue.empty():
                     items.append(st.queue.get_nowait())
+                last_sent = loop.time()
                 for item in items:
                     if isinstance(item, BaseException):
                         raise item
