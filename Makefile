@@ -44,6 +44,7 @@ bench: setup
 	$(PY) bench/engine_cpu.py
 	$(PY) bench/jobs_cpu.py
 	$(PY) bench/serve_cpu.py
+	$(PY) bench/serve_stream_cpu.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache

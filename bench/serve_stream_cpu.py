@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import os
 import platform
+import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -19,6 +20,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import torch
 from ray import serve
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # serve_cpu.py beside this file
 from serve_cpu import end_session, load, md_table, percentile, serve_session
 
 from phifleet.serve.app import build_app
