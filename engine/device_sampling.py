@@ -109,7 +109,7 @@ def _filter(scaled: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
     if batch.any_top_p:
         probs = torch.softmax(sorted_logits.masked_fill(drop, float("-inf")), dim=-1)
         # Drop a token once the mass before it already reaches top_p (the first token always stays).
-        drop |= (probs.cumsum(-1) - probs) >= batch.top_p
+        drop |= ((probs.cumsum(-1) - probs) >= batch.top_p) & (batch.top_p < 1.0)  # rows that asked only
     return scaled.masked_fill(torch.zeros_like(drop).scatter(1, order, drop), float("-inf"))
 
 

@@ -3,7 +3,7 @@
 Requests join the running batch at the next step, streaming and non-streaming alike (they share steps), and a
 cancelled request leaves at the next step. Other engine work (label scoring) runs between steps on the same
 thread, so nothing touches the model concurrently. A step that fails as a whole fails the requests it held,
-each told once, and the loop goes on for everyone else.
+each told once (with those waiting beside them), and the loop goes on for everyone after.
 """
 
 from __future__ import annotations
@@ -84,6 +84,27 @@ class EngineDriver:
 
     # --- the engine thread -----------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # a bug outside a step: every waiting caller hears it, none hangs
+            log.exception("the engine loop stopped")
+            self._settle_all(exc)
+            raise
+        self._settle_all(RuntimeError("the engine driver closed"))
+
+    def _settle_all(self, exc: BaseException) -> None:
+        with self._lock:
+            self._closed = True
+            incoming, self._incoming = self._incoming, []
+            calls, self._calls = self._calls, []
+        for _, listener, _ in incoming:
+            _tell(listener, exc)
+        for _, future in calls:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(exc)
+        self._fail_all(exc)
+
+    def _serve(self) -> None:
         while True:
             with self._lock:
                 while not (self._closed or self._incoming or self._calls or self.loop.has_work()):
@@ -102,7 +123,6 @@ class EngineDriver:
                 self._admit(seq, listener, kind)
             if self.loop.has_work():
                 self._step()
-        self._fail_all(RuntimeError("the engine driver closed"))
 
     def _admit(self, seq: Sequence, listener: Listener, kind: str) -> None:
         self.stats.submitted[kind] = self.stats.submitted.get(kind, 0) + 1

@@ -81,6 +81,7 @@ class GenerationLoop:
         """Run one forward pass; returns the sequences that received a token."""
         sched = self.scheduler.schedule()
         if sched.empty:
+            self.scheduler.fail_unadmittable()
             self.scheduler.drop_finished()
             return []
         sampled_reqs = [*sched.decodes, *(w.req for w in sched.prefills if w.completes)]

@@ -14,7 +14,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from phifleet.engine.kv_pool import KVPool
+from phifleet.engine.kv_pool import KVPool, OutOfBlocks
 from phifleet.engine.prefix_cache import ROOT, PrefixCache, block_names
 from phifleet.engine.sequence import Sequence
 
@@ -156,6 +156,21 @@ class Scheduler:
             budget -= n
         return ScheduledStep(decodes, prefills)
 
+    def fail_unadmittable(self) -> None:
+        """Nothing runs and the first waiting request still does not fit (blocks held elsewhere): fail it rather
+        than wait forever for room that is not coming."""
+        if self.running or not self.waiting:
+            return
+        req = self.waiting[0]
+        if self.pool.blocks_for(len(req.tokens)) > self.pool.free_blocks:
+            req.seq.fail(
+                OutOfBlocks(
+                    f"{len(req.tokens)} tokens need {self.pool.blocks_for(len(req.tokens))} KV blocks; "
+                    f"{self.pool.free_blocks} are free and nothing else is running"
+                )
+            )
+            self.drop_finished()
+
     def _make_room(self, blocks: int) -> bool:
         """Whether ``blocks`` are free, evicting cached prefix blocks nobody uses if that is what it takes."""
         short = blocks - self.pool.free_blocks
@@ -174,14 +189,14 @@ class Scheduler:
                     req.blocks += self.pool.allocate(1)
                     continue
                 victim = max(self.running, key=lambda r: r.order)
-                self._preempt(victim)
+                self.preempt(victim)
                 if victim is req:
                     break
             if req in self.running:
                 decodes.append(req)
         return [d for d in decodes if d in self.running]
 
-    def _preempt(self, req: Running) -> None:
+    def preempt(self, req: Running) -> None:
         """Free a request's KV and requeue it first: it recomputes its context (prompt + tokens so far) later."""
         self.pool.release(req.blocks)
         req.blocks, req.computed, req.names = [], 0, []

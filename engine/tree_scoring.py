@@ -69,7 +69,11 @@ class TreeScorer:
                     raise
                 cost = len(prompt) - computed + len(branches.inputs)
                 if group and group_tokens + cost > self.budget:
-                    self._run(group, prompts, labels, branches, results)
+                    try:
+                        self._run(group, prompts, labels, branches, results)
+                    except BaseException:
+                        self.pool.release(blocks)  # not in the group yet: the finally below would miss them
+                        raise
                     group, group_tokens = [], 0
                 group.append((i, blocks, computed))
                 group_tokens += cost
@@ -93,10 +97,14 @@ class TreeScorer:
         short = need - self.pool.free_blocks
         if short > 0 and self.cache is not None:
             self.cache.evict(short)
+        if need > self.pool.free_blocks and others_waiting:
+            self.pool.release(shared)
+            return None, 0
+        scheduler = self.loop.scheduler
+        while need > self.pool.free_blocks and scheduler.running:  # generations in flight make room; they resume
+            scheduler.preempt(max(scheduler.running, key=lambda r: r.order))
         if need > self.pool.free_blocks:
             self.pool.release(shared)
-            if others_waiting:
-                return None, 0
             raise OutOfBlocks(
                 f"a {len(prompt)}-token prompt and its labels need {need} free KV blocks; {self.pool.free_blocks} are"
             )
@@ -178,10 +186,12 @@ class TreeScorer:
         sums = torch.zeros(len(group), len(labels), device=dev).index_add_(1, lab, grid)
         for (i, _, _), row in zip(group, sums.tolist(), strict=True):
             results[i] = row
-        for i, blocks, _ in group:
-            self._cache_prompt(prompts[i], blocks)
-            self.pool.release(blocks)
-        group.clear()
+        while group:  # each prompt's blocks released exactly once, even if caching one of them raises
+            i, blocks, _ = group.pop()
+            try:
+                self._cache_prompt(prompts[i], blocks)
+            finally:
+                self.pool.release(blocks)
 
     def _mask(self, p: int, computed: int, owner: torch.Tensor) -> torch.Tensor:
         """[queries, keys]: prompt rows causal; a branch row sees the prompt and its own label's earlier tokens."""

@@ -194,6 +194,7 @@ class Phi4Replica:
             raise
         finally:
             st.cancelled = True  # also after an error: nothing more is read from its queue
+            st.seq.cancel()  # continuous batching: however the stream ended, it generates no further
             self.running_streams -= 1
             self.metrics.running_streams.set(self.running_streams)
 

@@ -17,6 +17,7 @@ INSTRUCTION = (
 )
 TEXTS = ["The kettle is awful.", "I love this lamp, it is great.", "The tent is okay.", "Great blender!", "Meh."]
 LABELS = ["positive", "negative", "neutral", "not sure at all"]
+PROMPTS_LONG = "Write a long review of a blender, a kettle and a lamp, with details."
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +97,57 @@ def test_cached_blocks_give_way_when_the_pool_is_full(model, engine):
         run_all(loop, [s])
         assert s.finish_reason == "length"
     assert loop.pool.used_blocks == len(loop.prefix_cache)
+
+
+def test_a_failing_scoring_pass_returns_every_block(model, engine, monkeypatch):
+    prompts, labels = prompts_and_labels(engine)
+    loop = loop_of(model, max_step_tokens=80, prefix_caching=False)
+    real, calls = loop.runner.forward, {"n": 0}
+
+    def forward(batch):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second group's pass, while a prompt waits outside it
+            raise RuntimeError("device fell over")
+        return real(batch)
+
+    monkeypatch.setattr(loop.runner, "forward", forward)
+    with pytest.raises(RuntimeError, match="fell over"):
+        loop.score(prompts, labels)
+    assert loop.pool.used_blocks == 0
+
+
+def test_scoring_makes_room_by_preempting_generation_which_then_resumes(model, engine):
+    """A pool held by running generations: scoring preempts them (recomputed later), it does not fail."""
+    prompts, labels = prompts_and_labels(engine)
+    texts = ("Once upon a time", "Hello there")
+
+    def busy_loop(kv_tokens: int):
+        loop = loop_of(model, kv_tokens=kv_tokens, prefix_caching=False)
+        gens = [seq_of(engine, t, 30) for t in texts]
+        for s in gens:
+            loop.add(s)
+        for _ in range(4):
+            loop.step()
+        return loop, gens
+
+    probe, _ = busy_loop(4096)
+    used = probe.pool.used_blocks
+    need = probe.pool.blocks_for(len(prompts[0]) + sum(len(label) - 1 for label in labels))
+    loop, gens = busy_loop((used + need - 2) * probe.pool.block_size)  # two blocks short of both
+    scores = loop.score(prompts[:1], labels)
+    assert len(scores[0]) == len(labels) and loop.scheduler.preemptions > 0
+    while loop.has_work():
+        loop.step()
+    alone = run_all(loop_of(model, prefix_caching=False), [seq_of(engine, t, 30) for t in texts])
+    assert [s.token_ids for s in gens] == alone
+
+
+def test_a_request_that_can_never_be_admitted_fails_instead_of_waiting_forever(model, engine):
+    loop = loop_of(model, kv_tokens=64, prefix_caching=False)
+    held = loop.pool.allocate(loop.pool.free_blocks - 2)  # blocks held outside the scheduler (as by a leak)
+    seq = seq_of(engine, PROMPTS_LONG, 4)
+    loop.add(seq)
+    for _ in range(3):
+        loop.step()
+    assert seq.error is not None and "KV blocks" in str(seq.error) and not loop.has_work()
+    loop.pool.release(held)
