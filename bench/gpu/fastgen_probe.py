@@ -52,20 +52,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-PHI4: dict[str, Any] = dict(
-    vocab_size=100352,
-    hidden_size=5120,
-    intermediate_size=17920,
-    num_hidden_layers=40,
-    num_attention_heads=40,
-    num_key_value_heads=10,
-    max_position_embeddings=16384,
-    rope_theta=250000.0,
-    tie_word_embeddings=False,
-)
-TINY: dict[str, Any] = dict(
-    PHI4, hidden_size=256, intermediate_size=896, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # shapes.py beside this file
+from shapes import PHI4, TINY
+
 TARGET_LAYERS = PHI4["num_hidden_layers"]
 # Phi-4's special-token ids (endoftext, im_end, pad): kept so the config matches the real one.
 SPECIAL = dict(bos_token_id=100257, eos_token_id=100265, pad_token_id=100349)

@@ -35,20 +35,9 @@ from transformers import Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast  #
 from phifleet.engine import Engine, EngineConfig, GenerationRequest, SamplingParams  # noqa: E402
 from phifleet.engine.chat_template import ENDOFTEXT, IM_END, IM_SEP, IM_START, PAD  # noqa: E402
 
-PHI4 = dict(
-    vocab_size=100352,
-    hidden_size=5120,
-    intermediate_size=17920,
-    num_hidden_layers=40,
-    num_attention_heads=40,
-    num_key_value_heads=10,
-    max_position_embeddings=16384,
-    rope_theta=250000.0,
-    tie_word_embeddings=False,
-)
-TINY = dict(
-    PHI4, hidden_size=256, intermediate_size=896, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # shapes.py beside this file
+from shapes import PHI4, TINY  # noqa: E402
+
 # Phi-4's special-token ids in its 100352-entry vocabulary.
 SPECIAL_IDS = {ENDOFTEXT: 100257, IM_START: 100264, IM_END: 100265, IM_SEP: 100266, PAD: 100349}
 UNK = "<|dummy_0|>"
