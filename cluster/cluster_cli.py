@@ -31,14 +31,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "submit",
         help="run a batch job as a RayJob on the cluster (same job config as label/generate/batch)",
         description=(
-            "Renders the chart's RayJob for the job config (a file from `phifleet label ... --dump-config`), "
-            "creates it with the kubernetes client and, with --wait, follows it to the end."
+            "Renders the chart's RayJob for the job config (a file from `phifleet label ... --dump-config`) as part "
+            "of a release (its ServiceAccount, model claim and labels), creates it with its ConfigMap and "
+            "NetworkPolicy (owned by the RayJob, deleted with it) and, with --wait, follows it until KubeRay is done "
+            "(retries included)."
         ),
     )
     submit.add_argument("--config", type=Path, required=True, help="the job config, YAML or JSON")
     submit.add_argument("--name", default=None, help="RayJob name (default: phifleet-<task>-<time>)")
-    submit.add_argument("-f", "--values", type=Path, action="append", default=[], help="chart values file(s)")
-    submit.add_argument("--service-account", default=None, help="ServiceAccount of the job's pods")
+    submit.add_argument(
+        "-f", "--values", type=Path, action="append", default=[], help="chart values file(s): the release's"
+    )
+    submit.add_argument(
+        "--release",
+        default="phifleet",
+        help="Helm release the job belongs to: its ServiceAccount, model claim and labels (`cluster status` lists it)",
+    )
+    submit.add_argument(
+        "--service-account", default=None, help="ServiceAccount of the job's pods (default: the release's)"
+    )
     submit.add_argument("--chart", type=Path, default=None, help="chart directory (default: helm/phifleet)")
     submit.add_argument("--wait", action="store_true", help="follow the job to the end; fail if it fails")
     submit.add_argument("--timeout", type=float, default=86400, help="seconds --wait waits")
@@ -56,7 +67,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _kube_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--namespace", default="default")
-    p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
+    p.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the pod's in-cluster account)",
+    )
     p.add_argument("--context", default=None, help="kubeconfig context")
 
 
@@ -93,16 +108,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"phifleet: error (name): {name!r} is not a DNS label of at most 40 characters", file=sys.stderr)
         return 2
     try:
-        rayjob, config_map = kube.job_objects(
-            job, name, args.namespace, args.values, args.service_account, args.chart or DEFAULT_CHART
+        objs = kube.job_objects(
+            job, name, args.namespace, args.release, args.values, args.service_account, args.chart or DEFAULT_CHART
         )
         if args.dry_run:
-            print(yaml.safe_dump_all([rayjob, config_map], sort_keys=False), end="")
+            print(yaml.safe_dump_all(objs.documents(), sort_keys=False), end="")
             return 0
-        api = kube.api_client(args.kubeconfig, args.context)
+        api = kube.Kube(kube.api_client(args.kubeconfig, args.context))
         kube.require_kuberay(api)
-        kube.submit(api, rayjob, config_map)
-        print(f"submitted RayJob {args.namespace}/{name}: {job.input.path} -> {job.output.path}", flush=True)
+        kube.preflight(api, objs)
+        kube.submit(api, objs)
+        claim = f", models on PVC {objs.model_claim}" if objs.model_claim else ""
+        print(
+            f"submitted RayJob {args.namespace}/{name} (release {args.release}, ServiceAccount "
+            f"{objs.service_account}{claim}): {job.input.path} -> {job.output.path}",
+            flush=True,
+        )
         if not args.wait:
             print(f"follow it: phifleet cluster submit ... --wait, or kubectl -n {args.namespace} get rayjob {name} -w")
             return 0
@@ -111,8 +132,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"phifleet: error: {exc}", file=sys.stderr)
         return 1
     if not kube.succeeded(final):
-        _, status, message = kube.job_state(final)
-        print(f"phifleet: RayJob {name} failed ({status or 'no job status'}): {message}", file=sys.stderr)
+        deployment, status, message = kube.job_state(final)
+        print(f"phifleet: RayJob {name} failed ({status or deployment}): {message}", file=sys.stderr)
         return 1
     print(_job_summary(job))
     return 0
@@ -138,7 +159,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from phifleet.cluster import kube
 
     try:
-        api = kube.api_client(args.kubeconfig, args.context)
+        api = kube.Kube(kube.api_client(args.kubeconfig, args.context))
         status = kube.release_status(api, args.release, args.namespace)
     except kube.ClusterError as exc:
         print(f"phifleet: error: {exc}", file=sys.stderr)

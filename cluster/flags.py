@@ -136,7 +136,7 @@ class ConfigFlags:
 
     def _add_field(self, target: Any, field: FieldInfo, path: tuple[str, ...], annotation: Any, nullable: bool) -> None:
         dotted = ".".join(path)
-        name = self.names.get(dotted, path[-1].replace("_", "-"))
+        name = self.names.get(dotted, (field.alias or path[-1]).replace("_", "-"))  # the alias is the public name
         kw: dict[str, Any] = {"help": _help(field, nullable), "dest": DEST_PREFIX + dotted}
         origin = get_origin(annotation)
         if origin is Literal:
@@ -151,6 +151,8 @@ class ConfigFlags:
             else:
                 kw.update(action="extend", type=lambda text, t=item: [t(v) for v in text.split(",")])
                 kw["metavar"] = f"{name.upper()}[,...]"
+        elif origin is dict:  # a JSON object: its text, or a .json file's path (the model's validator reads it)
+            kw.update(type=str, metavar="FILE|JSON")
         elif annotation in (str, int, float):
             kw["type"] = _converter(annotation, nullable)
             kw["metavar"] = {int: "N", float: "NUM"}.get(annotation, name.upper().replace("-", "_"))

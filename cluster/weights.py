@@ -2,17 +2,24 @@
 
 ``python -m phifleet.cluster.weights --source URL --dest DIR [--revision REV]`` copies a model folder from any
 fsspec URL (``abfs://container@account.dfs.core.windows.net/phi-4`` with AKS workload identity, ``s3://``,
-``gs://``, ``file://``) into ``DIR`` and exits non-zero, leaving no marker, if any step fails. Fail-closed:
+``gs://``, ``file://``) or from the Hugging Face Hub (``hf://microsoft/phi-4``) into ``DIR`` and exits non-zero,
+leaving no marker, if any step fails. Fail-closed:
 
 - every file is streamed into a hidden partial folder beside ``DIR`` (this fetch's own, named by its lock token)
   and checked against the source's listing (size) and, when the source folder has a ``SHA256SUMS`` file
   (``sha256sum`` format), against its sha256; a file the list names but the source lacks, or one it does not
   name, is an error;
-- the marker ``.phifleet-weights.json`` (source, revision, each file's size and sha256) is written into the
-  partial folder, and renaming that folder to ``DIR`` is the commit: ``DIR`` is complete or absent;
+- from the Hub, the revision (``--revision``, or ``hf://repo@REV``; default ``main``) is resolved to its commit
+  once and everything is listed and downloaded at that commit, so a branch that moves mid-fetch cannot mix two
+  commits; the Hub's own tree listing is the checksum list: each LFS file's sha256 (its LFS oid) and every other
+  file's git blob id (sha1 of ``blob <size>\\0<bytes>``) must match the bytes. The token is ``HF_TOKEN`` (the
+  chart fills it from the Secret ``model.fetch.tokenSecret``) and nothing else; it is never printed;
+- the marker ``.phifleet-weights.json`` (source, revision, the Hub commit, each file's size and sha256) is written
+  into the partial folder, and renaming that folder to ``DIR`` is the commit: ``DIR`` is complete or absent;
 - weights are never replaced under running replicas: a ``DIR`` holding another source or revision, or files
   phifleet did not put there, is refused (a new revision goes to its own ``--dest``); only a damaged copy of the
-  same source and revision (a file of the wrong size) is replaced;
+  same source and revision (a file of the wrong size) is replaced, and from the Hub only by the same commit (a
+  branch that moved since is refused: pin a commit and give it its own ``--dest``);
 - pods that start together take turns through a lock beside ``DIR`` (jobs/lock.py: owner, heartbeat, stale
   takeover); the one that waited finds ``DIR`` complete and copies nothing.
 
@@ -31,6 +38,7 @@ import re
 import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,22 +55,48 @@ MARKER = ".phifleet-weights.json"
 CHECKSUMS = "SHA256SUMS"
 LOCK_WAIT_S = 5.0
 _CHUNK = 8 << 20
+HUB_SCHEME = "hf://"
+TOKEN_ENV = "HF_TOKEN"
+# "<secret name>/<key>", set by the chart beside HF_TOKEN so that a refusal names the Secret (never its value).
+TOKEN_SECRET_ENV = "PHIFLEET_WEIGHTS_TOKEN_SECRET"
+HUB_TOKEN_HOWTO = "kubectl create secret generic hf-token --from-literal=token=hf_..."
+HUB_TIMEOUT_S = 30.0  # resolving the revision (the client's own default there is no timeout at all)
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_SECRET_NAME = r"^$|^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+
+
+class TokenSecret(BaseModel):
+    """The Kubernetes Secret holding a Hugging Face Hub token (``model.fetch.tokenSecret``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        default="",
+        pattern=_SECRET_NAME,
+        description="Secret in the release's namespace holding a Hub token for hf:// sources (private or gated "
+        "repos; also lifts anonymous rate limits). The fetch init container gets it as HF_TOKEN through a "
+        "secretKeyRef: the token never appears in values or rendered objects. Empty: anonymous.",
+    )
+    key: str = Field(default="token", pattern=r"^[-._a-zA-Z0-9]+$", description="Key of the token in that Secret.")
 
 
 class FetchConfig(BaseModel):
     """Where a model's weights come from (the chart's ``model.fetch``; empty ``source``: no fetch)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     source: str = Field(
         default="",
         description="fsspec URL of the model folder (abfs://container@account.dfs.core.windows.net/phi-4 with "
-        "workload identity, s3://, gs://, file://); empty: the weights must already be on the volume.",
+        "workload identity, s3://, gs://, file://) or a Hugging Face Hub repo (hf://microsoft/phi-4, "
+        "hf://org/repo/sub/folder); empty: the weights must already be on the volume.",
     )
     revision: str = Field(
         default="",
-        description="Your version label for what the source holds; with the source it keys the marker, so a new "
-        "revision is fetched again.",
+        description="For hf:// sources the Hub revision (a commit sha, or a branch/tag, resolved once to the commit "
+        "the marker records; empty: main; hf://repo@REV says the same). Otherwise your version label for what the "
+        "source holds. With the source it keys the marker, so a new revision is fetched again.",
     )
     path: str = Field(
         default="phi-4",
@@ -70,10 +104,30 @@ class FetchConfig(BaseModel):
         description="Folder under the model mount path the weights go to (the engine's `model` is "
         "<mountPath>/<path>); a new revision needs a new path: weights are never replaced under running replicas.",
     )
+    token_secret: TokenSecret = Field(default_factory=TokenSecret, alias="tokenSecret")
 
 
 class FetchError(RuntimeError):
     """A fetch that cannot be trusted: nothing is marked complete."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What one source file must be: its listed size and, where the source states them, its content hashes."""
+
+    size: int
+    sha256: str | None = None  # the Hub's LFS oid (SHA256SUMS is read separately)
+    git_sha1: str | None = None  # the Hub's git blob id of a file stored in git itself (not LFS)
+
+
+@dataclass(frozen=True)
+class Source:
+    """An opened source: its filesystem, the folder in it, and for the Hub the commit everything is read at."""
+
+    fs: fsspec.AbstractFileSystem
+    root: str
+    commit: str = ""
+    open_kw: dict[str, Any] = field(default_factory=dict)
 
 
 _SUM_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")
@@ -121,53 +175,89 @@ def _safe_name(name: str) -> str:
     return name
 
 
-def _listing(fs: fsspec.AbstractFileSystem, root: str) -> dict[str, int]:
-    """{path relative to root: size} of every file under the source folder."""
+def _hub_sums(name: str, info: dict[str, Any]) -> dict[str, str]:
+    """The Hub's hash of one listed file: LFS files by their sha256 oid, the rest by their git blob id."""
+    lfs = info.get("lfs")
+    if lfs:
+        sha256 = str(lfs.get("sha256", "")).lower()
+        if not _HEX64.fullmatch(sha256):
+            raise FetchError(f"{name}: the Hub lists it in LFS without a sha256 ({sha256!r})")
+        return {"sha256": sha256}
+    blob = str(info.get("blob_id") or "").lower()
+    if not _HEX40.fullmatch(blob):
+        raise FetchError(f"{name}: the Hub lists no git blob id for it ({blob!r}): nothing to check it against")
+    return {"git_sha1": blob}
+
+
+def _listing(src: Source) -> dict[str, Expected]:
+    """{path relative to the source folder: what it must be} for every file under it."""
+    fs, root = src.fs, src.root
     if not fs.isdir(root):
         raise FetchError(f"the source {root!r} is not a folder (or cannot be read)")
     found = fs.find(root, detail=True)
     prefix = root.rstrip("/") + "/"
-    files = {
-        _safe_name(path[len(prefix) :]): int(info["size"]) for path, info in found.items() if info.get("type") == "file"
-    }
+    files: dict[str, Expected] = {}
+    for path, info in found.items():
+        if info.get("type") != "file":
+            continue
+        name = _safe_name(path[len(prefix) :] if path.startswith(prefix) else path)
+        files[name] = Expected(int(info["size"]), **(_hub_sums(name, info) if src.commit else {}))
     if not files:
         raise FetchError(f"the source {root!r} has no files")
     return files
 
 
-def _copy_one(fs: fsspec.AbstractFileSystem, remote: str, local: Path) -> tuple[int, str]:
-    """Stream one file, hashing as it goes (one pass over the bytes); (size, sha256), fsynced."""
+def _copy_one(src: Source, remote: str, local: Path, want: Expected) -> tuple[int, str, str | None]:
+    """Stream one file, hashing as it goes (one pass over the bytes); (size, sha256, git blob sha1), fsynced.
+
+    The git blob id hashes a ``blob <size>`` header first; the listed size stands in for the real one (a file of
+    another size fails the size check anyway)."""
     digest, size = hashlib.sha256(), 0
+    git = hashlib.sha1(b"blob %d\0" % want.size, usedforsecurity=False) if want.git_sha1 else None
     local.parent.mkdir(parents=True, exist_ok=True)
-    with fs.open(remote, "rb") as src, local.open("wb") as dst:
-        while chunk := src.read(_CHUNK):
+    with src.fs.open(remote, "rb", **src.open_kw) as fh, local.open("wb") as dst:
+        while chunk := fh.read(_CHUNK):
             dst.write(chunk)
             digest.update(chunk)
+            if git is not None:
+                git.update(chunk)
             size += len(chunk)
         dst.flush()
         os.fsync(dst.fileno())
-    return size, digest.hexdigest()
+    return size, digest.hexdigest(), git.hexdigest() if git is not None else None
 
 
-def _copy(fs: fsspec.AbstractFileSystem, root: str, partial: Path, listing: dict[str, int]) -> dict[str, Any]:
-    """Copy every listed file into ``partial``; return {name: {size, sha256}} after checking sizes and sums."""
+def _copy(src: Source, partial: Path, listing: dict[str, Expected]) -> dict[str, Any]:
+    """Copy every listed file into ``partial``; return {name: {size, sha256, checked}} after checking each."""
+    root = src.root.rstrip("/")
     sums = None
     if CHECKSUMS in listing:
-        sums = parse_checksums(fs.cat_file(f"{root.rstrip('/')}/{CHECKSUMS}").decode())
+        sums = parse_checksums(src.fs.cat_file(f"{root}/{CHECKSUMS}", **src.open_kw).decode())
         names = set(listing) - {CHECKSUMS}
         missing, unlisted = sorted(set(sums) - names), sorted(names - set(sums))
         if missing or unlisted:
             raise FetchError(f"{CHECKSUMS} does not match the source: missing {missing}, not listed {unlisted}")
     files: dict[str, Any] = {}
-    for name, size in sorted(listing.items()):
+    for name, want in sorted(listing.items()):
         if name == CHECKSUMS:
             continue
-        got, digest = _copy_one(fs, f"{root.rstrip('/')}/{name}", partial / name)
-        if got != size:
-            raise FetchError(f"{name}: copied {got} bytes, the source lists {size}")
-        if sums is not None and digest != sums[name]:
-            raise FetchError(f"{name}: sha256 {digest} does not match {CHECKSUMS} ({sums[name]})")
-        files[name] = {"size": size, "sha256": digest}
+        got, digest, git = _copy_one(src, f"{root}/{name}", partial / name, want)
+        if got != want.size:
+            raise FetchError(f"{name}: copied {got} bytes, the source lists {want.size}")
+        checked = ["size"]
+        if sums is not None:
+            if digest != sums[name]:
+                raise FetchError(f"{name}: sha256 {digest} does not match {CHECKSUMS} ({sums[name]})")
+            checked.append(CHECKSUMS)
+        if want.sha256 is not None:
+            if digest != want.sha256:
+                raise FetchError(f"{name}: sha256 {digest} does not match the Hub's LFS sha256 ({want.sha256})")
+            checked.append("lfs-sha256")
+        if want.git_sha1 is not None:
+            if git != want.git_sha1:
+                raise FetchError(f"{name}: git blob sha1 {git} does not match the Hub's blob id ({want.git_sha1})")
+            checked.append("git-blob-sha1")
+        files[name] = {"size": got, "sha256": digest, "checked": checked}
     for folder, _, _ in os.walk(partial):
         fsync_dir(folder)
     return files
@@ -190,13 +280,10 @@ def _read_marker(dest: Path) -> dict[str, Any] | None:
         return None
 
 
-def _clear_way(dest: Path, source: str, revision: str, aside: Path) -> None:
-    """Make room for the new copy at ``dest``, refusing to touch what may be in use or is not ours."""
-    if not dest.exists():
-        return
-    if dest.is_dir() and not any(dest.iterdir()):
-        dest.rmdir()
-        return
+def _check_way(dest: Path, source: str, revision: str, commit: str) -> bool:
+    """Refuse a ``dest`` that may be in use or is not ours; True when it holds a (damaged) copy to replace."""
+    if not dest.exists() or (dest.is_dir() and not any(dest.iterdir())):
+        return False
     marker = _read_marker(dest)
     if marker is None:
         raise FetchError(
@@ -209,7 +296,91 @@ def _clear_way(dest: Path, source: str, revision: str, aside: Path) -> None:
             f"{source}@{revision or '-'} to a folder of its own (model.fetch.path) and point the engine there; "
             "weights are never replaced under replicas that may be reading them"
         )
-    os.replace(dest, aside)  # the same model, damaged: out of the way (removed once the new copy is in place)
+    if marker.get("commit") and commit and marker["commit"] != commit:
+        raise FetchError(
+            f"{dest} holds commit {marker['commit']} of {source}@{revision or 'main'}, which now resolves to "
+            f"{commit}: pin the commit you want (model.fetch.revision) and fetch it to a folder of its own; "
+            "weights are never replaced under replicas that may be reading them"
+        )
+    return True
+
+
+def _clear_way(dest: Path, source: str, revision: str, commit: str, aside: Path) -> None:
+    """Make room for the new copy at ``dest``, refusing to touch what may be in use or is not ours."""
+    if _check_way(dest, source, revision, commit):
+        os.replace(dest, aside)  # the same model, damaged: out of the way (removed once the new copy is in place)
+    elif dest.exists():
+        dest.rmdir()
+
+
+def _token_hint(status: int, what: str, token: str | None) -> str:
+    """One line for a Hub refusal, naming the token Secret (never the token)."""
+    secret = os.environ.get(TOKEN_SECRET_ENV, "")
+    name, _, key = secret.partition("/")
+    if not token:
+        return (
+            f"the Hub answered {status} for {what} and no {TOKEN_ENV} was set: a private or gated repo needs a "
+            f"token; put one in a Secret ({HUB_TOKEN_HOWTO}) and set model.fetch.tokenSecret.name to it"
+        )
+    origin = f"the token from Secret {name!r} (key {key or 'token'!r})" if name else f"the token in {TOKEN_ENV}"
+    return (
+        f"the Hub answered {status} for {what} with {origin}: the token is invalid or cannot read this repo (a "
+        "gated repo needs its terms accepted by the token's account); fix the Secret (model.fetch.tokenSecret)"
+    )
+
+
+def _open_hub(source: str, revision: str) -> Source:
+    """The Hub repo folder ``source`` names, pinned to the commit its revision resolves to now.
+
+    ``revision`` and ``hf://repo@REV`` are the same thing (both set: they must agree; neither: ``main``). The
+    endpoint is ``HF_ENDPOINT`` (a mirror, or a test's stand-in) and the token ``HF_TOKEN`` only, read here and
+    not at import: no token file or cached login can change what a pod sends."""
+    from huggingface_hub import HfApi, HfFileSystem, constants
+    from huggingface_hub.errors import HfHubHTTPError, HfUriError, RevisionNotFoundError
+    from huggingface_hub.utils import parse_hf_uri
+
+    try:
+        uri = parse_hf_uri(source)
+    except HfUriError as exc:
+        raise FetchError(f"{source} is not a Hub repo URL (hf://org/repo[@revision][/folder]): {exc}") from None
+    if uri.type not in ("model", "dataset"):
+        raise FetchError(f"{source}: only model and dataset repos can be fetched (a {uri.type} has no commits)")
+    if uri.revision and revision and uri.revision != revision:
+        raise FetchError(f"{source} names revision {uri.revision!r} but --revision is {revision!r}: give one")
+    wanted = revision or uri.revision or constants.DEFAULT_REVISION
+    endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    token = os.environ.get(TOKEN_ENV) or None
+    what = f"{uri.type} {uri.id}@{wanted}"
+    try:
+        api = HfApi(endpoint=endpoint, token=token or False)
+        info = api.repo_info(uri.id, revision=wanted, repo_type=uri.type, timeout=HUB_TIMEOUT_S)
+    except HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else 0
+        if status in (401, 403):
+            raise FetchError(_token_hint(status, what, token)) from None
+        if isinstance(exc, RevisionNotFoundError):
+            raise FetchError(f"the Hub has no revision {wanted!r} in {uri.type} {uri.id}") from None
+        raise FetchError(f"the Hub answered {status} for {what}: {str(exc).splitlines()[0]}") from None
+    commit = str(info.sha or "")
+    if not _HEX40.fullmatch(commit):
+        raise FetchError(f"the Hub gave no commit for {what} ({commit!r}): nothing to pin the fetch to")
+    if _HEX40.fullmatch(wanted) and commit != wanted:
+        raise FetchError(f"asked the Hub for commit {wanted} of {uri.id} and it answered with {commit}")
+    if commit != wanted:
+        log.info("%s resolves to commit %s", what, commit)
+    fs = HfFileSystem(endpoint=endpoint, token=token or False, skip_instance_cache=True)
+    prefix = constants.REPO_TYPES_URL_PREFIXES.get(uri.type, "")
+    root = f"{prefix}{uri.id}@{commit}" + (f"/{uri.path_in_repo.strip('/')}" if uri.path_in_repo.strip("/") else "")
+    # block_size=0: one streamed GET per file (resumed with a Range request if the connection drops), not a range
+    # request per block
+    return Source(fs, root, commit=commit, open_kw={"block_size": 0})
+
+
+def _open_source(source: str, revision: str) -> Source:
+    if source.startswith(HUB_SCHEME):
+        return _open_hub(source, revision)
+    fs, root = fsspec.core.url_to_fs(source)
+    return Source(fs, root)
 
 
 def fetch(
@@ -241,15 +412,17 @@ def fetch(
             return "present"
         for stale in dest.parent.glob(f".{dest.name}.partial-*"):  # left by fetches that died (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
-        fs, root = fsspec.core.url_to_fs(source)
-        listing = _listing(fs, root)
+        src = _open_source(source, revision)
+        _check_way(dest, source, revision, src.commit)  # refused before copying, not after
+        listing = _listing(src)
         partial.mkdir()
         started = time.monotonic()
-        files = _copy(fs, root, partial, listing)
+        files = _copy(src, partial, listing)
         marker = {
             "source": source,
             "revision": revision,
-            "verified": "sha256" if CHECKSUMS in listing else "size",
+            **({"commit": src.commit} if src.commit else {}),
+            "verified": "sha256" if CHECKSUMS in listing else "hub" if src.commit else "size",
             "fetched_at": datetime.now(UTC).isoformat(),
             "seconds": round(time.monotonic() - started, 3),
             "files": files,
@@ -257,7 +430,7 @@ def fetch(
         _write_marker(partial, marker)
         if lock.lost:
             raise FetchError(f"lost the lock on {dest} while fetching (another pod took it over): not committing")
-        _clear_way(dest, source, revision, aside)
+        _clear_way(dest, source, revision, src.commit, aside)
         os.replace(partial, dest)  # the commit: dest is complete, marker included, or absent
         fsync_dir(str(dest.parent))
         return "fetched"
@@ -274,14 +447,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--revision", default="", help=FetchConfig.model_fields["revision"].description)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # the Hub client's line per request
     try:
         if not args.source:
             raise FetchError("--source is empty")
         outcome = fetch(args.source, args.dest, args.revision)
     except Exception as exc:  # every failure is one line and a non-zero exit: the pod does not start
-        print(f"phifleet weights: {args.source} -> {args.dest}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())
+        if token := os.environ.get(TOKEN_ENV):  # no library message may carry it into the pod's log
+            message = message.replace(token, "***")
+        print(f"phifleet weights: {args.source} -> {args.dest}: {message}", file=sys.stderr)
         return 1
-    print(f"phifleet weights: {args.dest}: {outcome} ({args.source}@{args.revision or '-'})")
+    commit = (_read_marker(args.dest) or {}).get("commit")
+    at = f", commit {commit}" if commit else ""
+    print(f"phifleet weights: {args.dest}: {outcome} ({args.source}@{args.revision or '-'}{at})")
     return 0
 
 

@@ -12,11 +12,12 @@ import pytest
 CHECKOV = Path(__file__).resolve().parents[1] / ".tools" / "checkov" / "bin" / "checkov"
 
 
-def checkov_results(framework: str, directory: Path) -> dict[str, Any]:
-    """{'passed_checks', 'failed_checks', 'skipped_checks', ...} of one framework; fails if checkov is missing."""
+def checkov_results(framework: str, directory: Path, *extra: str) -> dict[str, Any]:
+    """{'passed_checks', 'failed_checks', 'skipped_checks', ...} of one framework; fails if checkov is missing.
+    ``extra``: more checkov arguments (e.g. `--var-file`, for Terraform resources a variable turns on)."""
     if not CHECKOV.exists():
         pytest.fail("checkov is not installed: run scripts/install_checkov.sh (make test does)")
-    cmd = [str(CHECKOV), "--framework", framework, "-d", str(directory), "--skip-download", "-o", "json"]
+    cmd = [str(CHECKOV), "--framework", framework, "-d", str(directory), "--skip-download", "-o", "json", *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     report = json.loads(proc.stdout)
     reports = report if isinstance(report, list) else [report]

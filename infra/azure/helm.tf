@@ -11,19 +11,18 @@ resource "helm_release" "kuberay_operator" {
   depends_on       = [azurerm_role_assignment.cluster_admin]
 }
 
+# Scheduled by the AKS GPU label and the GPU pool's taints (scheduling.tf: local.device_plugin_values; the chart's
+# default NFD affinity matches no AKS node). tests/infra renders this chart version with these values.
 resource "helm_release" "nvidia_device_plugin" {
-  count            = var.install_phifleet ? 1 : 0
+  count            = var.install_phifleet && var.install_nvidia_device_plugin ? 1 : 0
   name             = "nvidia-device-plugin"
   repository       = "https://nvidia.github.io/k8s-device-plugin"
   chart            = "nvidia-device-plugin"
   version          = "0.17.1"
   namespace        = "nvidia-device-plugin"
   create_namespace = true
-  values = [yamlencode({
-    nodeSelector = local.gpu_labels
-    tolerations  = concat(local.gpu_tolerations, [{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedule" }])
-  })]
-  depends_on = [azurerm_role_assignment.cluster_admin]
+  values           = [yamlencode(local.device_plugin_values)]
+  depends_on       = [azurerm_role_assignment.cluster_admin]
 }
 
 resource "helm_release" "phifleet" {
@@ -32,31 +31,12 @@ resource "helm_release" "phifleet" {
   chart            = local.chart
   namespace        = var.namespace
   create_namespace = true
+  # values-aks-h100.yaml, then what this module knows (release_values.tf), then the resource-derived ids.
   values = [
     file("${local.chart}/values-aks-h100.yaml"),
-    yamlencode({
-      gpuWorkers = {
-        nodeSelector = merge(local.gpu_labels, local.spot_labels)
-        tolerations  = concat(local.gpu_tolerations, [{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedule" }])
-        maxReplicas  = var.gpu_max_count
-      }
-      head = { nodeSelector = local.cpu_labels }
-      model = {
-        # cluster/weights.py in an init container, with the workload identity (adlfs; AZURE_STORAGE_ANON=false)
-        fetch = { source = "abfs://models@${azurerm_storage_account.data.name}.dfs.core.windows.net/phi-4" }
-      }
-      metrics = {
-        serviceMonitor = {
-          enabled    = var.enable_managed_prometheus
-          apiVersion = "azmonitoring.coreos.com/v1" # AKS managed Prometheus's own CRD
-        }
-      }
-    }),
+    yamlencode(local.phifleet_values),
   ]
   set = [
-    { name = "serviceAccount.create", value = "true" },
-    { name = "serviceAccount.name", value = var.service_account_name },
-    { name = "workloadIdentity.enabled", value = "true" },
     { name = "workloadIdentity.clientId", value = azurerm_user_assigned_identity.phifleet.client_id },
     { name = "image.repository", value = local.image },
     { name = "image.tag", value = var.image_tag },

@@ -21,3 +21,11 @@ resource "azurerm_role_assignment" "blob_data" {
   role_definition_name = "Storage Blob Data Contributor"
   principal_id         = azurerm_user_assigned_identity.phifleet.principal_id
 }
+
+# Whoever runs terraform uploads the weights and corpora (README quickstart: `az storage blob upload-batch
+# --auth-mode login`): with shared keys disabled, that needs a data-plane role on the account (Owner is not one).
+resource "azurerm_role_assignment" "operator_blob_data" {
+  scope                = azurerm_storage_account.data.id
+  role_definition_name = "Storage Blob Data Contributor"
+  principal_id         = data.azurerm_client_config.current.object_id
+}

@@ -1,22 +1,10 @@
 data "azurerm_client_config" "current" {}
 
+# The node pools' labels and taints, and what pods select and tolerate, are in scheduling.tf.
 locals {
-  chart = "${path.module}/../../helm/phifleet"
-  # What the chart's GPU workers tolerate and select by default (helm/phifleet/values.yaml): tests read both.
-  gpu_taints  = ["sku=gpu:NoSchedule"]
-  gpu_labels  = { "phifleet.io/pool" = "gpu" }
-  cpu_labels  = { "phifleet.io/pool" = "cpu" }
-  spot_taints = var.gpu_spot ? ["kubernetes.azure.com/scalesetpriority=spot:NoSchedule"] : []
-  spot_labels = var.gpu_spot ? { "kubernetes.azure.com/scalesetpriority" = "spot" } : {}
-  image       = coalesce(var.image, var.create_acr ? "${azurerm_container_registry.this[0].login_server}/phifleet" : "ghcr.io/phifleet/phifleet")
-  gpu_tolerations = [
-    for t in concat(local.gpu_taints, local.spot_taints) : {
-      key      = split("=", t)[0]
-      operator = "Equal"
-      value    = split(":", split("=", t)[1])[0]
-      effect   = split(":", t)[1]
-    }
-  ]
+  chart                = "${path.module}/../../helm/phifleet"
+  image                = coalesce(var.image, var.create_acr ? "${azurerm_container_registry.this[0].login_server}/phifleet" : "ghcr.io/phifleet/phifleet")
+  storage_account_name = azurerm_storage_account.data.name # release_values.tf
 }
 
 resource "azurerm_resource_group" "this" {
@@ -140,6 +128,37 @@ resource "azurerm_kubernetes_cluster" "this" {
 
   key_vault_secrets_provider {
     secret_rotation_enabled = true
+  }
+
+  # The application routing add-on (managed NGINX): it creates the IngressClass `webapprouting.kubernetes.azure.com`
+  # that values-aks-h100.yaml's Ingress names (learn.microsoft.com/azure/aks/app-routing). azurerm 4.x:
+  # `web_app_routing { dns_zone_ids = [...] }`, an empty list when no Azure DNS zone is managed by the add-on.
+  dynamic "web_app_routing" {
+    for_each = var.enable_web_app_routing ? [1] : []
+    content {
+      dns_zone_ids = var.web_app_routing_dns_zone_ids
+    }
+  }
+
+  # Planned maintenance (azurerm 4.x `maintenance_window_auto_upgrade` / `maintenance_window_node_os`, AKS's
+  # aksManagedAutoUpgradeSchedule and aksManagedNodeOSUpgradeSchedule): the `patch` channel's Kubernetes upgrades
+  # and the `NodeImage` channel's node image upgrades drain nodes (Ray pods restart) only inside these windows.
+  maintenance_window_auto_upgrade {
+    frequency   = "Weekly"
+    interval    = 1
+    day_of_week = var.maintenance_window_auto_upgrade.day_of_week
+    start_time  = var.maintenance_window_auto_upgrade.start_time
+    utc_offset  = var.maintenance_window_auto_upgrade.utc_offset
+    duration    = var.maintenance_window_auto_upgrade.duration_hours
+  }
+
+  maintenance_window_node_os {
+    frequency   = "Weekly"
+    interval    = 1
+    day_of_week = var.maintenance_window_node_os.day_of_week
+    start_time  = var.maintenance_window_node_os.start_time
+    utc_offset  = var.maintenance_window_node_os.utc_offset
+    duration    = var.maintenance_window_node_os.duration_hours
   }
 
   tags = var.tags

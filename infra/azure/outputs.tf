@@ -41,3 +41,39 @@ output "gpu_pool" {
     taints  = azurerm_kubernetes_cluster_node_pool.gpu.node_taints
   }
 }
+
+output "gcs_fault_tolerance" {
+  description = "With gcs_fault_tolerance_redis: the chart values head.gcsFaultTolerance.* this module sets, and the command that creates the password Secret (run it before the phifleet release). null otherwise."
+  value = var.gcs_fault_tolerance_redis ? {
+    redis_name   = azurerm_redis_cache.gcs[0].name
+    redisAddress = local.redis_address
+    redisPasswordSecret = {
+      name = var.redis_password_secret_name
+      key  = "password"
+    }
+    create_secret = "kubectl -n ${var.namespace} create secret generic ${var.redis_password_secret_name} --from-literal=password=\"$(az redis list-keys -g ${azurerm_resource_group.this.name} -n ${azurerm_redis_cache.gcs[0].name} --query primaryKey -o tsv)\""
+  } : null
+}
+
+output "ingress" {
+  description = "The endpoint's Ingress (null without ingress_host): its host, TLS Secret, and where its address comes from."
+  value = var.ingress_host == null ? null : {
+    host       = var.ingress_host
+    tls_secret = var.ingress_tls_secret_name
+    class      = "webapprouting.kubernetes.azure.com"
+    address    = "kubectl -n app-routing-system get service nginx -o jsonpath='{.status.loadBalancer.ingress[0].ip}'"
+  }
+}
+
+output "phifleet_values" {
+  description = "The values this module gives helm/phifleet on top of values-aks-h100.yaml (YAML): for a hand-made `helm install` or `phifleet cluster submit -f`."
+  value = yamlencode(merge(local.phifleet_values, {
+    workloadIdentity = { enabled = true, clientId = azurerm_user_assigned_identity.phifleet.client_id }
+    image            = { repository = local.image, tag = var.image_tag }
+  }))
+}
+
+output "device_plugin_values" {
+  description = "Values for the nvidia-device-plugin chart 0.17.1 that schedule it on this cluster's GPU nodes (YAML)."
+  value       = yamlencode(local.device_plugin_values)
+}

@@ -127,3 +127,85 @@ variable "storage_allowed_ip_ranges" {
   type        = list(string)
   default     = []
 }
+
+variable "install_nvidia_device_plugin" {
+  description = "Install the NVIDIA device plugin (Helm) onto the GPU pool. Turn off when the NVIDIA GPU Operator or AKS-managed GPU node pools provide it (README: GPU drivers and the device plugin)."
+  type        = bool
+  default     = true
+}
+
+variable "enable_web_app_routing" {
+  description = "The AKS application routing add-on (managed NGINX, IngressClass webapprouting.kubernetes.azure.com), which values-aks-h100.yaml's Ingress uses."
+  type        = bool
+  default     = true
+}
+
+variable "web_app_routing_dns_zone_ids" {
+  description = "Azure DNS zone ids the application routing add-on may write records into ([]: you point DNS at the ingress IP yourself)."
+  type        = list(string)
+  default     = []
+}
+
+variable "ingress_host" {
+  description = "Host name of the endpoint's Ingress (e.g. phi4.example.com). null: no Ingress (reach the endpoint with kubectl port-forward). Needs enable_web_app_routing and the TLS Secret ingress_tls_secret_name (README)."
+  type        = string
+  default     = null
+}
+
+variable "ingress_tls_secret_name" {
+  description = "kubernetes.io/tls Secret in the release namespace holding ingress_host's certificate (created by you, README)."
+  type        = string
+  default     = "phi4-tls"
+}
+
+variable "maintenance_window_auto_upgrade" {
+  description = "Weekly window for the cluster's Kubernetes patch upgrades (automatic_upgrade_channel = patch); they drain nodes, so Ray pods restart."
+  type = object({
+    day_of_week    = string
+    start_time     = string
+    utc_offset     = string
+    duration_hours = number
+  })
+  default = { day_of_week = "Sunday", start_time = "02:00", utc_offset = "+00:00", duration_hours = 4 }
+  validation {
+    condition = (
+      contains(["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"], var.maintenance_window_auto_upgrade.day_of_week)
+      && can(regex("^([01][0-9]|2[0-3]):[0-5][0-9]$", var.maintenance_window_auto_upgrade.start_time))
+      && can(regex("^[+-](0[0-9]|1[0-4]):[0-5][0-9]$", var.maintenance_window_auto_upgrade.utc_offset))
+      && var.maintenance_window_auto_upgrade.duration_hours >= 4 && var.maintenance_window_auto_upgrade.duration_hours <= 24
+    )
+    error_message = "day_of_week is a weekday name, start_time HH:mm, utc_offset +HH:mm or -HH:mm, duration_hours 4-24 (AKS's limits)."
+  }
+}
+
+variable "maintenance_window_node_os" {
+  description = "Weekly window for node image upgrades (node_os_upgrade_channel = NodeImage); they reimage nodes, so Ray pods restart."
+  type = object({
+    day_of_week    = string
+    start_time     = string
+    utc_offset     = string
+    duration_hours = number
+  })
+  default = { day_of_week = "Saturday", start_time = "02:00", utc_offset = "+00:00", duration_hours = 4 }
+  validation {
+    condition = (
+      contains(["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"], var.maintenance_window_node_os.day_of_week)
+      && can(regex("^([01][0-9]|2[0-3]):[0-5][0-9]$", var.maintenance_window_node_os.start_time))
+      && can(regex("^[+-](0[0-9]|1[0-4]):[0-5][0-9]$", var.maintenance_window_node_os.utc_offset))
+      && var.maintenance_window_node_os.duration_hours >= 4 && var.maintenance_window_node_os.duration_hours <= 24
+    )
+    error_message = "day_of_week is a weekday name, start_time HH:mm, utc_offset +HH:mm or -HH:mm, duration_hours 4-24 (AKS's limits)."
+  }
+}
+
+variable "gcs_fault_tolerance_redis" {
+  description = "Create an Azure Cache for Redis (Standard C1, TLS only, private endpoint) for Ray GCS fault tolerance: the head can restart without taking the Serve replicas down."
+  type        = bool
+  default     = false
+}
+
+variable "redis_password_secret_name" {
+  description = "Secret in the release namespace holding the Redis access key under the key `password` (created by you from `az redis list-keys`, README); the chart's head.gcsFaultTolerance.redisPasswordSecret."
+  type        = string
+  default     = "phifleet-redis"
+}

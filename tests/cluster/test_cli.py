@@ -116,3 +116,18 @@ def test_a_job_keeps_rays_core_worker_notice_for_verbose(tmp_path):
     assert "300 rows -> 300 ok, 0 errors" in verbose.stdout
     notices = [line for line in verbose.stderr.splitlines() if any(p.search(line) for p in RAY_CORE_NOTICES)]
     assert notices and "core_worker.cc" in notices[0], verbose.stderr[-3000:]
+
+
+@pytest.mark.parametrize("problem", ["no-kuberay", "expired-token"])
+def test_cluster_errors_are_one_line_without_a_traceback(tmp_path, problem):
+    """`phifleet cluster status` against the fake API server (tests/cluster/fake_kube.py: no API server runs here),
+    from the console script: a refusal is one line naming its cause, and the exit code says it failed."""
+    from tests.cluster.fake_kube import FakeKube
+
+    with FakeKube(serve_kuberay=problem != "no-kuberay") as fake:
+        kubeconfig = fake.kubeconfig(tmp_path, token="expired" if problem == "expired-token" else None)
+        proc = phifleet("cluster", "status", "-n", "batch", "--kubeconfig", str(kubeconfig), check=False)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    cause = "install the KubeRay operator" if problem == "no-kuberay" else "(401 Unauthorized)"
+    assert proc.stderr.startswith("phifleet: error: ") and cause in proc.stderr

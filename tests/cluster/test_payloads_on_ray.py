@@ -6,6 +6,10 @@ plus one `ray start --address` worker node with CPUs. Then, as KubeRay v1.7.0's 
   ray-operator/controllers/ray/utils/dashboardclient), polled until RUNNING and called with the `openai` client;
 - a RayJob's entrypoint is submitted with Ray's `JobSubmissionClient` (what the submitter pod's `ray job submit`
   does), its config file being the rendered ConfigMap's `job.json`.
+Both nodes run with the token auth KubeRay sets up for the chart's `authOptions: {mode: token}` (ray-operator
+common/pod.go SetContainerTokenAuthEnvVars: `RAY_AUTH_MODE=token` and `RAY_AUTH_TOKEN` on every Ray container), and
+every dashboard call carries the token as KubeRay's dashboard client sends it (`x-ray-authorization: Bearer`,
+utils/dashboardclient/dashboard_httpclient.go); a call without it must be refused.
 Only the Kubernetes API is not here (tests/cluster/fake_kube.py plays it where a test needs one).
 """
 
@@ -13,9 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +52,8 @@ def ray_cli(*args: str, env: dict[str, str]) -> str:
 def two_nodes() -> Iterator[dict[str, Any]]:
     """A head with no CPUs and one worker node with two, started with Ray's own CLI; stopped by session (never
     `ray stop`, which would stop every Ray on the machine, the test session's own among them)."""
-    env = {**os.environ, **SERVE_RAY_ENV, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    token = secrets.token_hex(32)
+    env = {**os.environ, **SERVE_RAY_ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "OMP_NUM_THREADS": "1"}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # `python` is the image's, phifleet's
     env.pop("RAY_ADDRESS", None)
     # `ray start` records its address here and a later address-less `ray.init()` joins it: put back what was there.
@@ -59,7 +66,7 @@ def two_nodes() -> Iterator[dict[str, Any]]:
     session = Path("/tmp/ray/session_latest").resolve().name
     try:
         ray_cli("start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "2", "--num-gpus", "0", env=env)
-        yield {"env": env, "dashboard": f"http://127.0.0.1:{dashboard}", "session": session}
+        yield {"env": env, "dashboard": f"http://127.0.0.1:{dashboard}", "session": session, "token": token}
     finally:
         kill_session_processes(session)
         if before is None:
@@ -68,9 +75,12 @@ def two_nodes() -> Iterator[dict[str, Any]]:
             current.write_bytes(before)
 
 
-def http_json(method: str, url: str, body: Any = None, timeout: float = 30) -> Any:
+def http_json(method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 30) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["x-ray-authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     with urllib.request.urlopen(request, timeout=timeout) as response:
         text = response.read().decode()
     return json.loads(text) if text.strip() else None
@@ -83,18 +93,25 @@ def test_the_cpu_examples_serve_config_deploys_like_kuberay_and_answers(helm, tw
     docs = render(helm, "-f", str(CHART / "values-cpu-dev.yaml"), "--set", f"serve.port={port}")
     (service,) = by_kind(docs, "RayService")
     assert service["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert service["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
     serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
-    dashboard = two_nodes["dashboard"]
-    http_json("PUT", f"{dashboard}/api/serve/applications/", serve_config)
+    dashboard, token = two_nodes["dashboard"], two_nodes["token"]
+    for method, path in [("PUT", "/api/serve/applications/"), ("GET", "/api/jobs/"), ("POST", "/api/jobs/")]:
+        with pytest.raises(urllib.error.HTTPError) as refused:  # CVE-2023-48022: no token, no code
+            http_json(method, f"{dashboard}{path}", serve_config if method == "PUT" else {"entrypoint": "id"})
+        assert refused.value.code == 401, (method, path)
+    http_json("PUT", f"{dashboard}/api/serve/applications/", serve_config, token=token)
     try:
         deadline, status = time.monotonic() + 240, {}
         while time.monotonic() < deadline:
-            status = http_json("GET", f"{dashboard}/api/serve/applications/")["applications"].get("phifleet", {})
+            apps = http_json("GET", f"{dashboard}/api/serve/applications/", token=token)["applications"]
+            status = apps.get("phifleet", {})
             if status.get("status") in ("RUNNING", "DEPLOY_FAILED"):
                 break
             time.sleep(2)
         assert status.get("status") == "RUNNING", json.dumps(status, indent=1)[:3000]
 
+        # Serve's own HTTP port knows nothing of Ray's token: clients need only the endpoint's API key (none here).
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=60)
         assert [m.id for m in client.models.list()] == ["phi4-tiny"]
         answer = client.chat.completions.create(
@@ -105,7 +122,7 @@ def test_the_cpu_examples_serve_config_deploys_like_kuberay_and_answers(helm, tw
         )
         assert answer.usage.completion_tokens == 8 and isinstance(answer.choices[0].message.content, str)
     finally:  # the replicas hold the worker's CPUs: free them for the job test whatever happened
-        http_json("DELETE", f"{dashboard}/api/serve/applications/")
+        http_json("DELETE", f"{dashboard}/api/serve/applications/", token=token)
 
 
 def test_the_rayjob_entrypoint_runs_through_the_job_submission_api(helm, two_nodes, tmp_path):
@@ -133,7 +150,10 @@ def test_the_rayjob_entrypoint_runs_through_the_job_submission_api(helm, two_nod
     config_file.write_text(configmap["data"]["job.json"])
     entrypoint = job["spec"]["entrypoint"]
     assert MOUNT in entrypoint
-    client = JobSubmissionClient(two_nodes["dashboard"])
+    assert job["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+    client = JobSubmissionClient(
+        two_nodes["dashboard"], headers={"x-ray-authorization": f"Bearer {two_nodes['token']}"}
+    )
     deadline = time.monotonic() + 60
     while True:  # a fresh head's job agent registers a few seconds after the dashboard answers; KubeRay retries too
         try:

@@ -164,7 +164,11 @@ def test_metrics_objects(helm):
     docs = render(helm, "-f", str(CHART / "values-aks-h100.yaml"))
     (monitor,) = by_kind(docs, "ServiceMonitor")
     (metrics_svc,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-metrics")]
-    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    # AKS managed Prometheus reads only azmonitoring.coreos.com (tests/infra/test_aks_example_names.py checks the CRD).
+    assert monitor["apiVersion"] == "azmonitoring.coreos.com/v1"
+    plain = render(helm, "--set", "metrics.serviceMonitor.enabled=true", "--set", "apiKeys.existingSecret=k")
+    (default,) = by_kind(plain, "ServiceMonitor")
+    assert default["apiVersion"] == "monitoring.coreos.com/v1" and "labelLimit" not in default["spec"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= metrics_svc["metadata"]["labels"].items()
     assert metrics_svc["spec"]["clusterIP"] == "None"
     (dashboard,) = [c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
@@ -172,12 +176,25 @@ def test_metrics_objects(helm):
     assert any("ray_phifleet_requests_total" in e for e in exprs)
 
 
-def test_default_values_lint_and_generate_an_api_key(helm):
-    out = run_helm(helm, "lint", "--strict", str(CHART))
+def test_api_keys_come_from_a_secret_or_values_never_from_a_render(helm):
+    """Before, with no keys given the chart generated one, kept across upgrades through `lookup`: under `helm
+    template` (Argo CD, Flux) there is no cluster to look up, so the key changed on every render. Now rendering
+    fails, naming the fields, until an existing Secret or keys are given; the rendered objects are then stable."""
+    proc = run_helm(helm, "lint", "--strict", str(CHART), check=False)
+    assert proc.returncode != 0 and "apiKeys.enabled needs apiKeys.existingSecret" in proc.stdout + proc.stderr
+    out = run_helm(helm, "lint", "--strict", str(CHART), "--set", "apiKeys.existingSecret=phifleet-api-keys")
     assert "0 chart(s) failed" in out.stdout and "[WARNING]" not in out.stdout
-    (secret,) = by_kind(render(helm), "Secret")
-    (key,) = secret["stringData"]["api-keys"].split()
-    assert key.startswith("sk-") and len(key) == 43
+    existing = render(helm, "--set", "apiKeys.existingSecret=phifleet-api-keys")
+    assert by_kind(existing, "Secret") == [] and existing == render(
+        helm, "--set", "apiKeys.existingSecret=phifleet-api-keys"
+    )
+    (svc,) = by_kind(existing, "RayService")
+    worker = svc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert {"name": "api-keys", "secret": {"secretName": "phifleet-api-keys", "defaultMode": 0o440}} in worker[
+        "volumes"
+    ]
+    given = ["--set", "apiKeys.keys={sk-aaaaaaaa}"]
+    assert render(helm, *given) == render(helm, *given)
 
 
 def test_rendering_without_kuberay_crds_fails_with_install_instructions(helm):
@@ -259,6 +276,42 @@ BAD_VALUES = [
         "job.ttlSecondsAfterFinished must be 0",
     ),
     (["--set", "serve.deploymentUnhealthySecondThreshold=300"], "deploymentUnhealthySecondThreshold"),
+    (["--set", "rayVersion=2.51.0"], "rayAuth.mode token needs rayVersion >= 2.52.0"),
+    (["--set", "rayAuth.mode=basic"], "rayAuth/mode"),
+    (["--set", "head.gcsFaultTolerance.enabled=true"], "head.gcsFaultTolerance.enabled needs"),
+    (["--set", "head.gcsFaultTolerance.redisAddress=redis://a/b:1"], "head/gcsFaultTolerance/redisAddress"),
+    (
+        [
+            "--set",
+            "head.gcsFaultTolerance.enabled=true",
+            "--set",
+            "head.gcsFaultTolerance.redisAddress=r:6379",
+            "--set",
+            "head.rayStartParams.redis-password=x",
+        ],
+        "head.rayStartParams.redis-password cannot be set",
+    ),
+    (
+        ["--set", "extraEnv[0].name=RAY_REDIS_ADDRESS", "--set", "extraEnv[0].value=r:6379"],
+        "extraEnv RAY_REDIS_ADDRESS",
+    ),
+    # Replicas the worker groups can never hold (the app would wait for resources forever).
+    (
+        ["--set", "serve.config.deployment.autoscaling.max_replicas=5"],
+        "serve.config.deployment asks for up to 5 replicas of 1 GPU / 4 CPU, but the enabled worker groups hold at most 4",  # noqa: E501
+    ),
+    (
+        ["--set", "gpuWorkers.resources.limits.cpu=3", "--set", "gpuWorkers.resources.requests.cpu=3"],
+        "hold at most 0",  # a 4-CPU replica never fits a 3-CPU worker, whatever its GPU
+    ),
+    (
+        ["--set", "gpuWorkers.gpus=2", "--set", "gpuWorkers.maxReplicas=1"],
+        "hold at most 2",  # two GPUs per pod, one pod: two replicas, not four
+    ),
+    (
+        ["--set", "serve.enabled=false", "--set", "job.enabled=true", "--set", "job.config.pool.max_replicas=6"],
+        "job.config.pool asks for up to 6 replicas",
+    ),
 ]
 
 
@@ -272,7 +325,12 @@ def test_bad_values_fail_lint_naming_the_field(helm, args, field):
 
 def fetch_containers(helm: str, mount: Path, source: str, kind: str) -> tuple[list[dict], list[dict]]:
     """(head's, workers') init containers of the RayService or RayJob, model on an emptyDir at ``mount``."""
-    sets = [f"model.mountPath={mount}", f"model.fetch.source={source}", "model.fetch.revision=r1"]
+    sets = [
+        f"model.mountPath={mount}",
+        f"model.fetch.source={source}",
+        "model.fetch.revision=r1",
+        "apiKeys.keys={sk-aaaaaaaa}",
+    ]
     sets += [f"serve.config.engine.model={mount}/phi-4", f"job.config.engine.model={mount}/phi-4"]
     if kind == "RayJob":
         sets += ["serve.enabled=false", "job.enabled=true"]
@@ -366,6 +424,8 @@ def test_incremental_upgrade_renders_the_options_kuberay_requires(helm):
     docs = render(
         helm,
         "--set",
+        "apiKeys.existingSecret=k",
+        "--set",
         "serve.upgradeStrategy=NewClusterWithIncrementalUpgrade",
         "--set",
         "serve.clusterUpgradeOptions.gatewayClassName=istio",
@@ -382,3 +442,41 @@ def test_incremental_upgrade_renders_the_options_kuberay_requires(helm):
     }
     kuberay_validator("RayService").validate(svc)
     assert "deploymentUnhealthySecondThreshold" not in svc["spec"]
+
+
+def test_head_resilience_and_ray_token_auth_render_as_kuberay_reads_them(helm):
+    """Finding 6: the head is no longer a single point of failure by default. Every Ray cluster of the release runs
+    with KubeRay's token auth (its dashboard and Jobs API refuse callers without the token: CVE-2023-48022, checked on
+    a real Ray in tests/cluster/test_payloads_on_ray.py), the heads have a PDB, and GCS fault tolerance renders
+    KubeRay's gcsFaultToleranceOptions with the password from a Secret. Validated against KubeRay's CRD schemas."""
+    sets = ["apiKeys.existingSecret=k", "job.enabled=true", "head.gcsFaultTolerance.enabled=true"]
+    sets += ["head.gcsFaultTolerance.redisAddress=rediss://phifleet.redis.cache.windows.net:6380"]
+    sets += ["head.gcsFaultTolerance.redisPasswordSecret.name=phifleet-redis"]
+    docs = render(helm, *[a for s in sets for a in ("--set", s)])
+    specs = [
+        by_kind(docs, "RayService")[0]["spec"]["rayClusterConfig"],
+        by_kind(docs, "RayJob")[0]["spec"]["rayClusterSpec"],
+    ]
+    for spec in specs:
+        assert spec["authOptions"] == {"mode": "token"}
+        assert spec["gcsFaultToleranceOptions"] == {
+            "redisAddress": "rediss://phifleet.redis.cache.windows.net:6380",
+            "redisPassword": {"valueFrom": {"secretKeyRef": {"name": "phifleet-redis", "key": "password"}}},
+        }
+    for doc in by_kind(docs, "RayService") + by_kind(docs, "RayJob"):
+        errors = [e.message for e in kuberay_validator(doc["kind"]).iter_errors(doc)]
+        assert errors == [], errors
+    pdbs = {p["metadata"]["name"]: p["spec"] for p in by_kind(docs, "PodDisruptionBudget")}
+    head_pdb = pdbs["r-phifleet-head"]
+    assert head_pdb["maxUnavailable"] == 0
+    heads = [spec["headGroupSpec"]["template"]["metadata"]["labels"] for spec in specs]
+    assert all(head_pdb["selector"]["matchLabels"].items() <= labels.items() for labels in heads)
+    workers = [g["template"]["metadata"]["labels"] for spec in specs for g in spec["workerGroupSpecs"]]
+    assert not any(head_pdb["selector"]["matchLabels"].items() <= labels.items() for labels in workers)
+
+    plain = render(
+        helm, "--set", "apiKeys.existingSecret=k", "--set", "rayAuth.mode=disabled", "--set", "head.pdb.enabled=false"
+    )
+    (spec,) = [s["spec"]["rayClusterConfig"] for s in by_kind(plain, "RayService")]
+    assert "authOptions" not in spec and "gcsFaultToleranceOptions" not in spec
+    assert [p["metadata"]["name"] for p in by_kind(plain, "PodDisruptionBudget")] == ["r-phifleet-serve"]

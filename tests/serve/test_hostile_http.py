@@ -300,7 +300,7 @@ def test_the_chart_gives_serves_proxy_the_configs_keep_alive_and_port(helm):
     from tests.helm.conftest import by_kind, render
 
     def http_options(*args: str) -> dict:
-        (svc,) = by_kind(render(helm, *args), "RayService")
+        (svc,) = by_kind(render(helm, "--set", "apiKeys.existingSecret=k", *args), "RayService")
         return yaml.safe_load(svc["spec"]["serveConfigV2"])["http_options"]
 
     default = HttpConfig().keep_alive_timeout_s

@@ -117,6 +117,64 @@ the operator would only mark the object ValidationFailed and never start it. */ 
 {{- if not (or .Values.serve.enabled .Values.job.enabled) -}}
 {{- include "phifleet.invalid" "nothing to render: enable serve.enabled or job.enabled" -}}
 {{- end -}}
+{{- if and .Values.serve.enabled .Values.apiKeys.enabled (not .Values.apiKeys.existingSecret) (not .Values.apiKeys.keys) -}}
+{{- include "phifleet.invalid" "apiKeys.enabled needs apiKeys.existingSecret (create it: kubectl create secret generic phifleet-api-keys --from-literal=api-keys=sk-$(openssl rand -hex 24)) or apiKeys.keys; a key the chart generated would change on every helm template" -}}
+{{- end -}}
+{{- if and (eq .Values.rayAuth.mode "token") (semverCompare "<2.52.0" .Values.rayVersion) -}}
+{{- include "phifleet.invalid" (printf "rayAuth.mode token needs rayVersion >= 2.52.0 (got %s); KubeRay refuses it" .Values.rayVersion) -}}
+{{- end -}}
+{{- $ft := .Values.head.gcsFaultTolerance -}}
+{{- if and $ft.enabled (not $ft.redisAddress) -}}
+{{- include "phifleet.invalid" "head.gcsFaultTolerance.enabled needs head.gcsFaultTolerance.redisAddress" -}}
+{{- end -}}
+{{- if and $ft.enabled (hasKey .Values.head.rayStartParams "redis-password") -}}
+{{- include "phifleet.invalid" "head.rayStartParams.redis-password cannot be set with head.gcsFaultTolerance: use head.gcsFaultTolerance.redisPasswordSecret" -}}
+{{- end -}}
+{{- if hasKey .Values.head.rayStartParams "redis-username" -}}
+{{- include "phifleet.invalid" "head.rayStartParams.redis-username is refused by KubeRay (GcsFaultToleranceOptions.RedisUsername instead)" -}}
+{{- end -}}
+{{- range .Values.extraEnv -}}
+{{- if has .name (list "RAY_REDIS_ADDRESS" "REDIS_PASSWORD" "REDIS_USERNAME") -}}
+{{- include "phifleet.invalid" (printf "extraEnv %s is refused by KubeRay: use head.gcsFaultTolerance" .name) -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.serve.enabled -}}
+{{- $d := dig "deployment" dict (.Values.serve.config | default dict) -}}
+{{- include "phifleet.checkCapacity" (dict "root" $ "what" "serve.config.deployment" "replicas" (dig "autoscaling" "max_replicas" 1 $d) "gpus" (dig "num_gpus" 0 $d) "cpus" (dig "num_cpus" 0.5 $d)) -}}
+{{- end -}}
+{{- if .Values.job.enabled -}}
+{{- $p := .Values.job.config.pool | default dict -}}
+{{- include "phifleet.checkCapacity" (dict "root" $ "what" "job.config.pool" "replicas" (dig "max_replicas" 1 $p) "gpus" (dig "num_gpus" 0 $p) "cpus" (dig "num_cpus" 0.5 $p)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Ray CPUs of one worker pod of a group: its `num-cpus` start parameter, else the CPU limit (what KubeRay passes). */}}
+{{- define "phifleet.podCPUs" -}}
+{{- $c := toString (dig "num-cpus" (dig "limits" "cpu" "0" .resources) .rayStartParams) -}}
+{{- if hasSuffix "m" $c -}}{{- divf (trimSuffix "m" $c) 1000 -}}{{- else -}}{{- float64 $c -}}{{- end -}}
+{{- end -}}
+
+{{/* The most replicas the worker groups can hold at their maxReplicas: more and the autoscaler can never place them
+(the Serve app or job waits forever for resources). A GPU replica fits on GPU workers only; a CPU replica on any. */}}
+{{- define "phifleet.checkCapacity" -}}
+{{- $v := .root.Values -}}
+{{- $gpus := float64 .gpus -}}
+{{- $cpus := float64 .cpus -}}
+{{- $capacity := 0 -}}
+{{- if $v.gpuWorkers.enabled -}}
+{{- $perPod := floor (divf (include "phifleet.podCPUs" $v.gpuWorkers) $cpus) -}}
+{{- if gt $gpus 0.0 -}}
+{{- $perPod = min $perPod (floor (divf $v.gpuWorkers.gpus $gpus)) -}}
+{{- end -}}
+{{- $capacity = add $capacity (mul (int $perPod) (int $v.gpuWorkers.maxReplicas)) -}}
+{{- end -}}
+{{- if and $v.cpuWorkers.enabled (eq $gpus 0.0) -}}
+{{- $perPod := floor (divf (include "phifleet.podCPUs" $v.cpuWorkers) $cpus) -}}
+{{- $capacity = add $capacity (mul (int $perPod) (int $v.cpuWorkers.maxReplicas)) -}}
+{{- end -}}
+{{- if gt (int .replicas) (int $capacity) -}}
+{{- include "phifleet.invalid" (printf "%s asks for up to %v replicas of %v GPU / %v CPU, but the enabled worker groups hold at most %v at their maxReplicas: raise gpuWorkers/cpuWorkers.maxReplicas or lower the replicas" .what .replicas .gpus .cpus $capacity) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The serve app's args: ServeConfig from values, with the chart-mounted API key file as auth.api_keys_file. */}}
@@ -232,6 +290,15 @@ initContainers:
       - {name: PHIFLEET_WEIGHTS_REVISION, value: {{ $root.Values.model.fetch.revision | quote }}}
       - {name: PHIFLEET_WEIGHTS_DEST, value: {{ printf "%s/%s" (trimSuffix "/" $root.Values.model.mountPath) $root.Values.model.fetch.path | quote }}}
       {{- include "phifleet.env" $root | nindent 6 }}
+      {{- /* The Hub token: a reference to the Secret only (the value never passes through Helm), and only here,
+      after extraEnv so the Secret wins; the Secret's name/key (not its value) lets a refusal name it. */}}
+      {{- $token := $root.Values.model.fetch.tokenSecret | default dict }}
+      {{- if $token.name }}
+      - name: HF_TOKEN
+        valueFrom:
+          secretKeyRef: {name: {{ $token.name | quote }}, key: {{ $token.key | default "token" | quote }}}
+      - {name: PHIFLEET_WEIGHTS_TOKEN_SECRET, value: {{ printf "%s/%s" $token.name ($token.key | default "token") | quote }}}
+      {{- end }}
     securityContext: {{- toYaml $root.Values.securityContext | nindent 6 }}
     resources:
       requests: {cpu: "1", memory: 2Gi}
@@ -250,6 +317,11 @@ checkov.io/skip5: CKV_K8S_40=the Ray image's user is uid 1000 and owns its home 
 checkov.io/skip6: CKV_K8S_43=pin a digest with image.tag (tag@sha256:...); the default is the chart's appVersion tag
 {{- if .head }}
 checkov.io/skip7: CKV_K8S_38=the head pod's autoscaler sidecar calls the Kubernetes API to scale worker groups
+{{- end }}
+{{- with .root }}
+{{- if and .Values.model.fetch.source (.Values.model.fetch.tokenSecret | default dict).name }}
+checkov.io/skip8: CKV_K8S_35=the Hub token is HF_TOKEN (huggingface_hub's input) in the fetch init container only, from a secretKeyRef
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -321,6 +393,21 @@ spec:
 {{- $v := $root.Values -}}
 rayVersion: {{ $v.rayVersion | quote }}
 enableInTreeAutoscaling: {{ $v.autoscaler.enabled }}
+{{- if eq $v.rayAuth.mode "token" }}
+authOptions:
+  mode: token
+{{- end }}
+{{- with $v.head.gcsFaultTolerance }}
+{{- if .enabled }}
+gcsFaultToleranceOptions:
+  redisAddress: {{ .redisAddress | quote }}
+  {{- if .redisPasswordSecret.name }}
+  redisPassword:
+    valueFrom:
+      secretKeyRef: {name: {{ .redisPasswordSecret.name | quote }}, key: {{ .redisPasswordSecret.key | quote }}}
+  {{- end }}
+{{- end }}
+{{- end }}
 {{- if $v.autoscaler.enabled }}
 autoscalerOptions:
   idleTimeoutSeconds: {{ $v.autoscaler.idleTimeoutSeconds }}
