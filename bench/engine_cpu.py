@@ -5,7 +5,8 @@
   the next step) against static batches formed from whatever has arrived when the engine is idle;
 - time to first token of short requests while one 2,000-token generation runs, over their idle time to first token;
 - label scoring with a ~200-token shared instruction and ~50-token texts: prompts/s with prefix reuse against
-  without (and scores equal), and against labelling by greedy generation of the label (3 labels).
+  without (and scores equal), and against labelling by greedy generation of the label (3 labels);
+- structured output: tokens/s constrained to a JSON schema against the same prompts unconstrained, same tokens.
 
 Writes bench/results/engine_cpu.md. Run: `make bench` (or `python bench/engine_cpu.py --quick`).
 """
@@ -13,6 +14,7 @@ Writes bench/results/engine_cpu.md. Run: `make bench` (or `python bench/engine_c
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import queue
@@ -29,7 +31,9 @@ import torch
 from phifleet.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 from phifleet.engine.chat_template import render_chat
 from phifleet.engine.driver import EngineDriver
-from phifleet.engine.prompts import classification_prompt
+from phifleet.engine.prompts import classification_prompt, extraction_prompt
+from phifleet.engine.structured_output import response_format_of
+from phifleet.engine.tiny.build import review_schema
 from phifleet.engine.tiny.corpus import LABELS, reviews
 
 RESULTS = Path(__file__).parent / "results" / "engine_cpu.md"
@@ -246,6 +250,50 @@ def label_rows(plain: Engine, cached: Engine, n: int, repeats: int) -> tuple[lis
     return rows, diff, statistics.median(p_tokens), len(plain.encode(inst))
 
 
+def structured_rows(engine: Engine, sizes: list[int], repeats: int) -> list[list[str]]:
+    """Tokens/s constrained to the review schema against the same prompts free, each free request held to the
+    token count its constrained twin produced (ignore_eos), so both generate exactly the same number of tokens."""
+    schema = review_schema(["sentiment", "product"], LABELS)
+    fmt = response_format_of({"type": "json_schema", "json_schema": {"name": "review", "schema": schema}})
+    texts = [r.text for r in reviews(max(sizes), seed=3, held_out=True)]
+    rows = []
+    for n in sizes:
+        prompts = [extraction_prompt(t, json.dumps(schema)) for t in texts[:n]]
+        constrained = [
+            GenerationRequest(p, SamplingParams(max_tokens=64, temperature=0.0, response_format=fmt)) for p in prompts
+        ]
+        t_json, outs = timed(lambda r=constrained: engine.generate(r), repeats)
+        counts = [o.completion_tokens for o in outs]
+        free = [
+            GenerationRequest(p, SamplingParams(max_tokens=c, temperature=0.0, ignore_eos=True))
+            for p, c in zip(prompts, counts, strict=True)
+        ]
+        t_free, _ = timed(lambda r=free: engine.generate(r), repeats)
+        valid = sum(_valid(o.text, schema) for o in outs)
+        tokens = sum(counts)
+        rows.append(
+            [
+                str(n),
+                str(tokens),
+                f"{tokens / t_free:.0f}",
+                f"{tokens / t_json:.0f}",
+                f"{t_free / t_json:.2f}x",
+                f"{valid}/{n}",
+            ]
+        )
+    return rows
+
+
+def _valid(text: str, schema: dict) -> bool:
+    import jsonschema
+
+    try:
+        jsonschema.validate(json.loads(text), schema)
+    except (ValueError, jsonschema.ValidationError):
+        return False
+    return True
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -267,6 +315,7 @@ def main() -> None:
     opened = open_rows(static, cont, n_open, rate=8.0)
     ttft = ttft_beside_long(static, cont, 3 if args.quick else 8)
     labels, diff, p_len, inst_len = label_rows(plain, cont, 64 if args.quick else 256, repeats)
+    structured = structured_rows(cont, [1, 8, 32], repeats)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 thread, no GPU"
     report = f"""# Engine on CPU (phi4-tiny)
 
@@ -296,6 +345,14 @@ Static: measured idle, and the expected wait of a request that arrives at a rand
 {table(["path", "prompts/s", "vs scoring without reuse", "accuracy"], labels)}
 
 Largest |log-probability difference| between scoring with and without prefix reuse: {diff:.2e}.
+
+## Structured output: the review schema (`sentiment` enum, `product` string) against free text, same tokens
+
+Each free request generates exactly as many tokens as its constrained twin did (ignore_eos), from the same
+extraction prompt; the grammar's cost is the bitmask filled on the host per constrained row and step (xgrammar)
+and the masked copy of the logits.
+
+{table(["batch", "tokens", "free tok/s", "constrained tok/s", "constrained / free", "valid objects"], structured)}
 """
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)

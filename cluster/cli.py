@@ -108,9 +108,9 @@ def _generate_one(sub: argparse._SubParsersAction) -> None:
 
 
 def _job_commands(sub: argparse._SubParsersAction) -> None:
-    """label/generate/batch: JobConfig's flags, with the command's task model."""
+    """label/generate/extract/batch: JobConfig's flags, with the command's task model."""
     from phifleet.cluster import commands
-    from phifleet.jobs.config import BatchTask, GenerateTask, JobConfig, LabelTask
+    from phifleet.jobs.config import BatchTask, ExtractTask, GenerateTask, JobConfig, LabelTask
 
     specs = {
         "label": (
@@ -122,6 +122,12 @@ def _job_commands(sub: argparse._SubParsersAction) -> None:
             GenerateTask,
             "generate a completion for every row of a dataset (Ray Data)",
             "Fill --prompt-template from each row and generate, on a pool of replicas.",
+        ),
+        "extract": (
+            ExtractTask,
+            "extract a JSON schema's fields from every row of a dataset, as typed columns (Ray Data)",
+            "Decode each row's object under --schema (structured output), validate it, and write its fields as "
+            "columns; string-enum and boolean fields get exact per-value probabilities by label scoring.",
         ),
         "batch": (
             BatchTask,

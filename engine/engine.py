@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -10,6 +11,7 @@ from transformers import PreTrainedTokenizerBase
 from phifleet.engine import deepspeed_prep
 from phifleet.engine.chat_template import ENDOFTEXT, IM_END
 from phifleet.engine.config import EngineConfig
+from phifleet.engine.errors import InvalidRequestError
 from phifleet.engine.generation_loop import GenerationLoop, LoopConfig, kv_shape_of
 from phifleet.engine.loading import (
     ResolvedModel,
@@ -22,6 +24,7 @@ from phifleet.engine.loading import (
 from phifleet.engine.scoring import label_logprobs
 from phifleet.engine.sequence import Sequence as Seq
 from phifleet.engine.static_batching import decode_steps, length_buckets
+from phifleet.engine.structured_output import GrammarCompiler
 from phifleet.engine.types import GenerationRequest, GenerationResult, LabelScores, Prompt, StreamDelta
 from phifleet.engine.validation import RequestValidator
 
@@ -73,6 +76,8 @@ class Engine:
         self.max_batch_size = config.resolved_max_batch_size()
         self.max_batch_tokens = config.resolved_max_batch_tokens()
         self._loop: GenerationLoop | None = None
+        self._grammars: GrammarCompiler | None = None
+        self._grammar_lock = threading.Lock()
 
     def _token_id(self, token: str) -> int | None:
         return self.tokenizer.get_vocab().get(token)
@@ -91,7 +96,24 @@ class Engine:
         ids = self.validator.generation(request)
         eos = frozenset() if request.params.ignore_eos else self.eos_ids
         budget = self.validator.completion_budget(request, len(ids))
-        return Seq(ids, request.params, self.tokenizer, eos, request.request_id, max_tokens=budget)
+        seq = Seq(ids, request.params, self.tokenizer, eos, request.request_id, max_tokens=budget)
+        if request.params.response_format is not None:
+            if self.batching != "continuous":
+                raise InvalidRequestError(
+                    "response_format needs the continuous engine (engine.batching: continuous or auto)",
+                    param="response_format",
+                )
+            seq.grammar = self.grammars().matcher(request.params.response_format)
+        return seq
+
+    def grammars(self) -> GrammarCompiler:
+        """The response_format compiler for this tokenizer, built on first use (thread-safe)."""
+        with self._grammar_lock:
+            if self._grammars is None:
+                vocab = int(self.hf_model.get_output_embeddings().weight.shape[0])
+                # the validator's own tokenizer copy: the loop thread may be decoding with self.tokenizer
+                self._grammars = GrammarCompiler(self.validator.tokenizer, vocab, self.eos_ids)
+            return self._grammars
 
     def _prepare_each(self, items: Sequence[GenerationRequest | Seq]) -> list[Seq | Exception]:
         """Each request prepared, or the exception it raised: one bad request fails alone."""
@@ -240,6 +262,22 @@ class Engine:
             norm = {label: lp[label] / len(ids) for label, ids in zip(labels, label_ids, strict=True)}
             results.append(LabelScores(max(lp, key=lp.__getitem__), lp, norm, len(prompt_ids[i])))
         return results
+
+    def score_continuations(self, prompt_ids: list[int], options: Sequence[Sequence[int]]) -> list[float]:
+        """Summed log-probability of each token sequence in ``options`` right after ``prompt_ids`` (any prompt:
+        an assistant turn already begun, e.g. a JSON object up to one field's value). Continuous engine only."""
+        if self.batching != "continuous":
+            raise InvalidRequestError("scoring continuations needs the continuous engine", param="engine.batching")
+        if any(not o for o in options):
+            raise InvalidRequestError("every option needs at least one token", param="options")
+        longest = max(len(o) for o in options)
+        if len(prompt_ids) + longest > self.max_model_len:
+            raise InvalidRequestError(
+                f"the prompt ({len(prompt_ids)} tokens) and its longest option ({longest}) exceed the context window "
+                f"of {self.max_model_len} tokens",
+                param="prompt",
+            )
+        return self.loop().score([list(prompt_ids)], [list(o) for o in options])[0]
 
     def close(self) -> None:
         """Free the KV pool (and captured graphs); a later call builds them again."""

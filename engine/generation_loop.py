@@ -20,6 +20,7 @@ from phifleet.engine.model_runner import ModelRunner, PrefillChunk, StepBatch, d
 from phifleet.engine.prefix_cache import PrefixCache
 from phifleet.engine.scheduler import Running, ScheduledStep, Scheduler
 from phifleet.engine.sequence import Sequence
+from phifleet.engine.structured_output import mask_logits
 from phifleet.engine.tree_scoring import TreeScorer
 
 
@@ -100,7 +101,8 @@ class GenerationLoop:
         batch = SamplingBatch(rows, self.device, logits.shape[-1])
         for i, exc in batch.failures.items():
             sampled_reqs[i].seq.fail(exc)
-        tokens = sample(logits, batch).tolist() if rows else []
+        grammars = [(i, r.seq.grammar) for i, r in enumerate(sampled_reqs) if r.seq.grammar is not None]
+        tokens = sample(mask_logits(logits, grammars), batch).tolist() if rows else []
         entries = self._logprobs(logits, sampled_reqs, tokens, batch)
         self.scheduler.advance(sched, {id(r): t for r, t in zip(sampled_reqs, tokens, strict=True)})
         for req, token, entry in zip(sampled_reqs, tokens, entries, strict=True):

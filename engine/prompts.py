@@ -17,3 +17,13 @@ def classification_prompt(text: str, labels: Sequence[str], instruction: str | N
     """
     system = (instruction or DEFAULT_CLASSIFY_INSTRUCTION).replace("{labels}", ", ".join(labels))
     return render_chat_prompt([{"role": "system", "content": system}, {"role": "user", "content": text}])
+
+
+DEFAULT_EXTRACT_INSTRUCTION = "Extract from the text a JSON object that follows this JSON schema: {schema}"
+
+
+def extraction_prompt(text: str, schema_text: str, instruction: str | None = None) -> Prompt:
+    """System instruction carrying the schema (the grammar enforces it; the model still needs to know the fields'
+    meaning), the text as the user turn. ``instruction`` may place ``{schema}`` itself."""
+    system = (instruction or DEFAULT_EXTRACT_INSTRUCTION).replace("{schema}", schema_text)
+    return render_chat_prompt([{"role": "system", "content": system}, {"role": "user", "content": text}])

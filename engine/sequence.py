@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence as Seq
+from typing import TYPE_CHECKING
 
 import torch
 
 from phifleet.engine.detokenizer import Decoder, IncrementalDetokenizer
 from phifleet.engine.types import FinishReason, GenerationResult, SamplingParams, StreamDelta, TokenLogprob
+
+if TYPE_CHECKING:
+    from phifleet.engine.structured_output import Grammar
 
 
 class Sequence:
@@ -40,6 +44,7 @@ class Sequence:
         self.error: Exception | None = None
         self.logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
         self._logprobs_sent = 0
+        self.grammar: Grammar | None = None  # set by the engine for a response_format (structured_output)
 
     @property
     def finished(self) -> bool:
@@ -64,6 +69,11 @@ class Sequence:
 
     def _push(self, token_id: int, logprob: TokenLogprob | None) -> None:
         self.token_ids.append(token_id)
+        if self.grammar is not None:
+            self.grammar.accept(token_id)
+            if self.grammar.terminated:  # the object closed and its stop token came (even with ignore_eos)
+                self.finish_reason = "stop"
+                return
         if token_id in self.eos_ids:
             self.finish_reason = "stop"
             return
@@ -73,7 +83,9 @@ class Sequence:
         if self.detok.stopped:
             self.finish_reason = "stop"
         elif len(self.token_ids) >= self.max_tokens:
-            self.finish_reason = "length"
+            # An object that closed on the last token is whole (only its stop token is missing): not cut short.
+            complete = self.grammar is not None and self.grammar.complete
+            self.finish_reason = "stop" if complete else "length"
 
     def _new_logprobs(self) -> tuple[TokenLogprob, ...] | None:
         if self.logprobs is None:

@@ -11,6 +11,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 FinishReason = Literal["stop", "length"]
 
 
+class ResponseFormat(BaseModel):
+    """What the output must be: any JSON object, or JSON valid under a schema (OpenAI's ``response_format``).
+
+    The schema travels as canonical JSON text: hashable (the compiled-grammar cache's key) and frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["json_object", "json_schema"]
+    schema_text: str = Field(default="{}", description="The JSON Schema, as canonical JSON text.")
+    strict: bool = Field(
+        default=False, description="Unlisted properties are refused even without additionalProperties."
+    )
+    name: str = ""
+
+
 class SamplingParams(BaseModel):
     """Per-request decoding knobs, named as in the OpenAI API where it has them."""
 
@@ -37,6 +52,9 @@ class SamplingParams(BaseModel):
     )
     logit_bias: dict[int, float] | None = Field(
         default=None, description="Added to the logits of these token ids before sampling (-100 bans, 100 forces)."
+    )
+    response_format: ResponseFormat | None = Field(
+        default=None, description="Constrain the output to JSON (engine.structured_output); None: free text."
     )
 
     @field_validator("stop", mode="before")

@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from phifleet.engine.chat_template import IM_END
 from phifleet.engine.errors import ContextLengthExceededError, InvalidRequestError
 from phifleet.engine.loading import load_tokenizer
+from phifleet.engine.structured_output import GrammarCompiler
 from phifleet.engine.types import GenerationRequest, Prompt
 
 
@@ -35,6 +36,7 @@ class RequestValidator:
         self.im_end_id: int | None = tokenizer.get_vocab().get(IM_END)
         self._lock = threading.Lock()
         self._markup: dict[str, list[int]] = {}  # the chat template's few markup strings, encoded once
+        self._grammars: GrammarCompiler | None = None
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, context_window: int) -> RequestValidator:
@@ -102,6 +104,8 @@ class RequestValidator:
                 "(prompt and completion together)",
                 param="max_tokens",
             )
+        if params.response_format is not None:  # a schema xgrammar cannot compile is this request's error
+            self.grammars().compile(params.response_format)
         for token in params.logit_bias or {}:
             if token >= self.vocab_size:
                 raise InvalidRequestError(
@@ -109,6 +113,13 @@ class RequestValidator:
                     param="logit_bias",
                 )
         return self.prompt_ids(request.prompt, 1 if params.fit_to_context else params.max_tokens, param=param)
+
+    def grammars(self) -> GrammarCompiler:
+        """Compiles response formats to check them where the tokenizer is all there is (a job's CPU stage)."""
+        with self._lock:
+            if self._grammars is None:
+                self._grammars = GrammarCompiler(self.tokenizer, self.vocab_size, frozenset())
+            return self._grammars
 
     def completion_budget(self, request: GenerationRequest, prompt_len: int) -> int:
         """Tokens this request may generate after a prompt of ``prompt_len`` tokens."""

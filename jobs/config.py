@@ -4,13 +4,15 @@ and the Helm chart's RayJob values.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from phifleet.engine.config import EngineConfig
+from phifleet.engine.structured_output import schema_problem
 from phifleet.protocol.limits import RequestLimits
 
 InputFormat = Literal["auto", "jsonl", "parquet", "csv"]
@@ -117,6 +119,83 @@ class GenerateTask(_Strict):
     stop: list[str] = Field(default_factory=list, description="Strings that end a completion (not included).")
 
 
+class ExtractTask(_Strict):
+    """Fields of a JSON schema from each row, as typed columns (structured output, engine.structured_output)."""
+
+    kind: Literal["extract"] = "extract"
+    json_schema: dict[str, Any] = Field(
+        alias="schema",
+        description="The JSON schema of one row's object (an object schema with properties); on the command line "
+        "a .json file's path or the JSON text.",
+    )
+    prompt_template: str = Field(
+        default="{text}", description="User message; '{column}' placeholders are filled from the row."
+    )
+    instruction: str | None = Field(
+        default=None,
+        description="System message; '{schema}' is replaced by the schema's JSON. Default: "
+        "engine.prompts.DEFAULT_EXTRACT_INSTRUCTION.",
+    )
+    max_tokens: int = Field(default=256, ge=1, description="Tokens per object at most; a longer one is an error row.")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 (the default) is greedy: reproducible.")
+    seed: int | None = Field(default=None, description="Per-row seed is seed + a hash of the row id.")
+    enum_probabilities: bool = Field(
+        default=True,
+        description="Fill top-level string-enum and boolean fields by label scoring over their values (conditioned "
+        "on the fields before them): adds <field>_probability and <field>_logprobs columns.",
+    )
+
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
+
+    @field_validator("json_schema", mode="before")
+    @classmethod
+    def _load(cls, value: object) -> object:
+        """A path to a .json file or JSON text (the CLI's `--schema`), else the object itself."""
+        if isinstance(value, str):
+            text = value
+            if not value.lstrip().startswith("{"):
+                try:
+                    text = Path(value).read_text()
+                except OSError as exc:
+                    raise ValueError(f"cannot read the schema file {value!r}: {exc.strerror}") from None
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"the schema is not JSON: {exc}") from None
+        return value
+
+    @field_validator("json_schema")
+    @classmethod
+    def _usable(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        from phifleet.jobs.json_columns import property_fields
+
+        names = [f.name for f in property_fields(schema)]
+        taken = sorted(set(names) & EXTRACT_RESERVED)
+        if taken:
+            raise ValueError(f"property {taken[0]!r} would collide with an output column of its own name")
+        problem = schema_problem(schema)
+        if problem:
+            raise ValueError(f"cannot constrain decoding to it: {problem}")
+        return schema
+
+
+#: Output columns of an extract row besides the schema's fields (and their _probability/_logprobs columns).
+EXTRACT_RESERVED = frozenset(
+    {
+        "id",
+        "json",
+        "finish_reason",
+        "prompt_tokens",
+        "completion_tokens",
+        "model",
+        "source",
+        "line",
+        "error",
+        "error_code",
+    }
+)
+
+
 class BatchTask(_Strict):
     """OpenAI Batch API input (`custom_id`, `method`, `url`, `body` per line)."""
 
@@ -126,7 +205,7 @@ class BatchTask(_Strict):
     )
 
 
-Task = Annotated[LabelTask | GenerateTask | BatchTask, Field(discriminator="kind")]
+Task = Annotated[LabelTask | GenerateTask | ExtractTask | BatchTask, Field(discriminator="kind")]
 
 
 class JobConfig(_Strict):

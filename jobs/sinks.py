@@ -109,7 +109,7 @@ class ShardWriter:
         if self.fmt == "jsonl":
             return _jsonl(rows)
         buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(rows), buf)
+        pq.write_table(pa.Table.from_pylist(rows, schema=self.kind.result_schema()), buf)
         return buf.getvalue()
 
 

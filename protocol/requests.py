@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pydantic_core import PydanticCustomError
 
 from phifleet.engine.chat_template import render_chat_prompt
-from phifleet.engine.types import GenerationRequest, GenerationResult, Prompt, SamplingParams
+from phifleet.engine.errors import InvalidRequestError
+from phifleet.engine.structured_output import response_format_of
+from phifleet.engine.types import GenerationRequest, GenerationResult, Prompt, ResponseFormat, SamplingParams
 from phifleet.protocol.errors import OpenAIError, describe_error, openai_error
 from phifleet.protocol.limits import RequestLimits
 from phifleet.protocol.responses import ChatCompletionResponse, CompletionResponse
@@ -139,11 +141,12 @@ PARAMETERS: tuple[Parameter, ...] = (
     _refused("parallel_tool_calls", CHAT, _NO_TOOLS),
     _refused("functions", CHAT, _NO_TOOLS, []),
     _refused("function_call", CHAT, _NO_TOOLS, "none"),
-    _refused(
+    Parameter(
         "response_format",
         CHAT,
-        "structured output (`json_object`, `json_schema`) is not implemented yet",
-        {"type": "text"},
+        "`text`, `json_object` or `json_schema` (`name`, `schema`, `strict`, `description`): decoding constrained "
+        "to the schema (xgrammar), compiled once per schema; a schema that cannot compile is a 400; output cut by "
+        "`max_tokens` ends with `finish_reason: length`; not with `stop` (a stop string could cut the object)",
     ),
     _refused("frequency_penalty", BOTH, "the sampler has no repetition penalties", 0),
     _refused("presence_penalty", BOTH, "the sampler has no repetition penalties", 0),
@@ -496,10 +499,27 @@ class ChatCompletionRequest(_Request):
     top_logprobs: int | None = Field(default=None, ge=0, le=TOP_LOGPROBS_MAX)
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("response_format")
+    @classmethod
+    def _known_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        try:
+            response_format_of(value)
+        except InvalidRequestError as exc:
+            raise _fail("response_format", "{m}", m=exc.message.removeprefix("response_format").lstrip(". ")) from exc
+        return value
+
+    @property
+    def engine_format(self) -> ResponseFormat | None:
+        return response_format_of(self.response_format)
 
     @property
     def logprob_count(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
+
+    def sampling(self, index: int = 0) -> SamplingParams:
+        return super().sampling(index).model_copy(update={"response_format": self.engine_format})
 
     def completion_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -514,6 +534,9 @@ class ChatCompletionRequest(_Request):
         super().check(limits)
         if self.top_logprobs is not None and not self.logprobs:
             raise OpenAIError(400, "top_logprobs: only allowed with logprobs: true", param="top_logprobs")
+        if self.response_format is not None and self.engine_format is not None and self.stop:
+            message = "stop: not allowed with response_format (a stop string could cut the object short)"
+            raise OpenAIError(400, message, param="stop")
 
     def engine_prompt(self) -> Prompt:
         """Template markup apart from content, so message text never becomes control tokens."""

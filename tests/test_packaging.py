@@ -77,7 +77,7 @@ def test_wheel_has_one_top_level_package_and_carries_the_chart(wheel: Path) -> N
         "phifleet/protocol/errors.py",
         "phifleet/jobs/kinds/label.py",
         "phifleet/jobs/stages/replica.py",
-        "phifleet/engine/tiny/phi4-tiny-v2/model.safetensors",
+        "phifleet/engine/tiny/phi4-tiny-v3/model.safetensors",
         "phifleet/engine/tiny/phi4-tiny-v2/tokenizer.json",
     ):
         assert needed in names, needed

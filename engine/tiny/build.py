@@ -25,6 +25,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -33,12 +34,12 @@ from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM, PreTrain
 
 from phifleet.engine.chat_template import ENDOFTEXT, IM_END, PAD, PHI4_CHAT_TEMPLATE, SPECIAL_TOKENS, render_chat
 from phifleet.engine.errors import ModelNotFoundError
-from phifleet.engine.prompts import classification_prompt
+from phifleet.engine.prompts import classification_prompt, extraction_prompt
 from phifleet.engine.tiny.corpus import LABELS, TRAIN_PRODUCTS, WRITE_PROMPT, Review, training_reviews
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = 2
+TINY_VERSION = 3
 SEED = 1234
 VOCAB_SIZE = 2048
 # Phi-4's shape ratios at toy scale: 4 query heads over 2 KV heads (Phi-4: 40 over 10), MLP 3.5x hidden.
@@ -51,10 +52,11 @@ MODEL_SHAPE = dict(
     max_position_embeddings=2048,
     rope_theta=250000.0,
 )
-TRAIN_STEPS = 1500
+TRAIN_STEPS = 2000
 BATCH_SIZE = 32
 LEARNING_RATE = 3e-3
-WRITE_FRACTION = 0.05  # share of "Write a {label} review of a {product}." examples; the rest classify
+WRITE_FRACTION = 0.05  # share of "Write a {label} review of a {product}." examples
+EXTRACT_FRACTION = 0.15  # share of review -> {"sentiment", "product"} JSON examples; the rest classify
 TWO_LABEL_FRACTION = 0.4  # share of positive/negative rows asked with the labels "positive, negative" only
 TOKENIZER_EXAMPLES = 8000
 BUCKET_BATCHES = 16  # batches are cut from runs of this many batches sorted by length: less padding
@@ -129,11 +131,42 @@ def _label_set(rng: random.Random, label: str) -> list[str]:
     return labels
 
 
+def review_schema(fields: Sequence[str], labels: Sequence[str]) -> dict[str, object]:
+    """The JSON schema of an extraction over reviews: ``sentiment`` (an enum of ``labels``) and/or ``product``,
+    in the order given. The tests and the extract examples ask with these."""
+    kinds: dict[str, dict[str, object]] = {
+        "sentiment": {"type": "string", "enum": list(labels)},
+        "product": {"type": "string"},
+    }
+    return {
+        "type": "object",
+        "properties": {f: kinds[f] for f in fields},
+        "required": list(fields),
+        "additionalProperties": False,
+    }
+
+
+def _extraction(rng: random.Random, r: Review) -> tuple[str, str]:
+    """A review → JSON example: the fields in a random order (the model reads the order from the schema)."""
+    fields = ["sentiment", "product"] if r.product in r.text else ["sentiment"]
+    if len(fields) == 2 and rng.random() < 0.3:
+        fields = [rng.choice(fields)]
+    rng.shuffle(fields)
+    schema = review_schema(fields, _label_set(rng, r.label))
+    values = {"sentiment": r.label, "product": r.product}
+    answer = json.dumps({f: values[f] for f in fields})
+    return extraction_prompt(r.text, json.dumps(schema)).text, answer
+
+
 def _examples(rng: random.Random, data: list[Review]) -> list[tuple[str, str]]:
-    """(prompt, answer) pairs: mostly classification, some review writing (from reviews of 5 words or more)."""
+    """(prompt, answer) pairs: mostly classification, some review writing (from reviews of 5 words or more),
+    some extraction of the review's fields as JSON."""
     out = []
     for r in data:
-        if rng.random() < WRITE_FRACTION and len(r.text.split()) >= 5:
+        draw = rng.random()
+        if draw < EXTRACT_FRACTION:
+            out.append(_extraction(rng, r))
+        elif draw < EXTRACT_FRACTION + WRITE_FRACTION and len(r.text.split()) >= 5:
             prompt = render_chat([{"role": "user", "content": WRITE_PROMPT.format(label=r.label, product=r.product)}])
             out.append((prompt, r.text))
         else:
@@ -172,6 +205,7 @@ def _settings(steps: int, seed: int) -> dict[str, object]:
         "vocab_size": VOCAB_SIZE,
         "shape": MODEL_SHAPE,
         "write_fraction": WRITE_FRACTION,
+        "extract_fraction": EXTRACT_FRACTION,
         "two_label_fraction": TWO_LABEL_FRACTION,
         "bucket_batches": BUCKET_BATCHES,
         "torch": torch.__version__,

@@ -320,7 +320,8 @@ def _with_nonce(rng: random.Random, review: Review) -> Review:
     """
     text = review.text
     if review.product in text and rng.random() < 0.5:
-        return Review(text.replace(review.product, _nonce(rng)), review.label, review.product)
+        nonce = _nonce(rng)  # the made-up word is now the product (what an extraction must find)
+        return Review(text.replace(review.product, nonce), review.label, nonce)
     words = text.split(" ")
     phrase = " ".join(_nonce(rng) for _ in range(rng.randint(1, 3)))
     words.insert(rng.randrange(len(words) + 1), phrase)

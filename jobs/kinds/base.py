@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+import pyarrow as pa
+
 from phifleet.engine.validation import RequestValidator
 from phifleet.jobs.config import JobConfig
 from phifleet.jobs.rows import Prepared, RowError, row_id
@@ -64,6 +66,10 @@ class JobKind(ABC, Generic[TaskT]):
 
     def result_row(self, rid: str, output: dict[str, Any], source: str, line: int) -> dict[str, Any]:
         return {"id": rid, **output, "model": self.model_name, "source": source, "line": line}
+
+    def result_schema(self) -> pa.Schema | None:
+        """The result shards' Arrow schema when the kind knows it (typed columns in every shard); None: inferred."""
+        return None
 
     def error_row(self, rid: str | None, error: RowError, source: str, line: int, raw: str) -> dict[str, Any]:
         return {"id": rid, "source": source, "line": line, "error": str(error), "code": error.code, "raw": raw}

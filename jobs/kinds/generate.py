@@ -15,20 +15,25 @@ if TYPE_CHECKING:
     from phifleet.engine.engine import Engine  # only a type here: the CPU stages never load the engine
 
 
+def fill_template(template: str, record: dict[str, Any]) -> str:
+    """``template`` with '{column}' placeholders filled from the row; a missing column is the row's error."""
+    try:
+        return template.format_map(record)
+    except KeyError as exc:
+        raise RowError(
+            f"prompt_template needs column {exc.args[0]!r}, missing in this row", param=exc.args[0]
+        ) from None
+    except (ValueError, IndexError) as exc:
+        raise RowError(f"prompt_template cannot be filled from this row: {exc}") from exc
+
+
 class GenerateKind(JobKind[GenerateTask]):
     kind = "generate"
 
     def prompt(self, record: dict[str, Any]) -> Prompt:
         """The chat prompt: the optional system message, then the template filled from the row's columns (as text:
         a row cannot write control tokens)."""
-        try:
-            user = self.task.prompt_template.format_map(record)
-        except KeyError as exc:
-            raise RowError(
-                f"prompt_template needs column {exc.args[0]!r}, missing in this row", param=exc.args[0]
-            ) from None
-        except (ValueError, IndexError) as exc:
-            raise RowError(f"prompt_template cannot be filled from this row: {exc}") from exc
+        user = fill_template(self.task.prompt_template, record)
         system = [{"role": "system", "content": self.task.system}] if self.task.system else []
         return render_chat_prompt([*system, {"role": "user", "content": user}])
 

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from phifleet.jobs.config import JobConfig
 from phifleet.jobs.kinds import JobKind, job_kind
+from phifleet.jobs.kinds.extract import ExtractShape
 from phifleet.jobs.rows import RowError, safe_text
 from phifleet.jobs.stages.base import CODE, ERROR, ID, INTERNAL_PREFIX, OUTPUT, PARAM, Stage, StageSpec
 from phifleet.protocol.batch import BatchLine
@@ -76,6 +77,20 @@ class GenerateColumns(Columns):
         )
 
 
+class ExtractColumns(Columns):
+    kind = "extract"
+
+    def __init__(self, task: Any) -> None:
+        super().__init__(task)
+        self.shape = ExtractShape(task)
+
+    def schema(self) -> pa.Schema:
+        return pa.schema(self.shape.output_fields())
+
+    def ok(self, output: dict[str, Any]) -> dict[str, Any]:
+        return self.shape.flatten(output)
+
+
 class BatchColumns(Columns):
     kind = "batch"
 
@@ -118,7 +133,7 @@ class BatchColumns(Columns):
         }
 
 
-COLUMNS: dict[str, type[Columns]] = {c.kind: c for c in (LabelColumns, GenerateColumns, BatchColumns)}
+COLUMNS: dict[str, type[Columns]] = {c.kind: c for c in (LabelColumns, GenerateColumns, ExtractColumns, BatchColumns)}
 
 
 def output_schema(config: JobConfig) -> pa.Schema:

@@ -15,7 +15,7 @@ import ray
 from phifleet.engine import Engine, EngineConfig
 from phifleet.engine.errors import EngineError
 from phifleet.jobs.kinds import job_kind
-from phifleet.jobs.rows import Prepared, safe_text
+from phifleet.jobs.rows import Prepared, RowError, safe_text
 from phifleet.jobs.stages.base import CODE, ERROR, ID, OUTPUT, PROMPT, REQUEST, Stage, StageSpec
 
 ANSWERED = pa.schema([(ERROR, pa.string()), (CODE, pa.string()), (OUTPUT, pa.string())])
@@ -36,7 +36,9 @@ class Replica:
         rows = [Prepared(str(ids[i]), str(prompts[i]), str(requests[i] or "")) for i in todo]
         outputs: list[str | None] = [None] * batch.num_rows
         for i, result in zip(todo, self.run_rows(rows), strict=True):
-            if isinstance(result, Exception):
+            if isinstance(result, RowError):  # the kind judged the answer (an unfinished or invalid object)
+                errors[i], codes[i] = safe_text(str(result)), result.code
+            elif isinstance(result, Exception):
                 errors[i], codes[i] = safe_text(f"inference failed: {result}"), "inference_error"
             else:
                 outputs[i] = json.dumps(result)

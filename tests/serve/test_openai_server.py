@@ -348,3 +348,69 @@ def test_logit_bias_forces_a_token_and_refused_parameters_are_named(client):
         with pytest.raises(openai.BadRequestError) as err:
             client.chat.completions.create(model="phi4-tiny", messages=messages, **extra)
         assert err.value.body["param"] == next(iter(extra))
+
+
+def test_response_format_json_schema_over_http_streaming_and_not(base_url, client):
+    """20 reviews through the official client, greedy and sampled, each object valid under the schema; streamed
+    objects too (the deltas joined). Structured output is decoded in the engine's step, so nothing here trusts a
+    post-hoc parse."""
+    import jsonschema
+
+    from phifleet.engine.prompts import DEFAULT_EXTRACT_INSTRUCTION
+    from phifleet.engine.tiny.build import review_schema
+    from phifleet.engine.tiny.corpus import reviews
+
+    schema = review_schema(["sentiment", "product"], ["positive", "negative", "neutral"])
+    fmt = {"type": "json_schema", "json_schema": {"name": "review", "schema": schema, "strict": True}}
+    system = DEFAULT_EXTRACT_INSTRUCTION.replace("{schema}", json.dumps(schema))
+    texts = [r.text for r in reviews(20, seed=5, held_out=True)]
+
+    def messages(text: str) -> list[dict]:
+        return [{"role": "system", "content": system}, {"role": "user", "content": text}]
+
+    async def run() -> list[str]:
+        aclient = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=KEY, max_retries=0, timeout=120)
+        calls = [
+            aclient.chat.completions.create(
+                model="phi4-tiny", messages=messages(t), response_format=fmt, temperature=i % 2, seed=i, max_tokens=64
+            )
+            for i, t in enumerate(texts)
+        ]
+        outs = await asyncio.gather(*calls)
+        assert {o.choices[0].finish_reason for o in outs} == {"stop"}
+        return [o.choices[0].message.content for o in outs]
+
+    for content in asyncio.run(run()):
+        jsonschema.validate(json.loads(content), schema)
+
+    for i, text in enumerate(texts[:4]):
+        chunks = list(
+            client.chat.completions.create(
+                model="phi4-tiny", messages=messages(text), response_format=fmt, stream=True, temperature=1, seed=i
+            )
+        )
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        jsonschema.validate(json.loads(streamed), schema)
+        assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+
+    cut = client.chat.completions.create(
+        model="phi4-tiny", messages=messages(texts[0]), response_format=fmt, max_tokens=3, temperature=0
+    )
+    assert cut.choices[0].finish_reason == "length"  # an unfinished object is reported, never passed as whole
+
+    bad = {
+        "type": "json_schema",
+        "json_schema": {"name": "bad", "schema": {"type": "integer", "minimum": 3, "maximum": 1}},
+    }
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as err:
+            out = client.chat.completions.create(
+                model="phi4-tiny", messages=messages("x"), response_format=bad, stream=stream
+            )
+            list(out) if stream else None
+        assert (
+            err.value.body["param"] == "response_format" and "minimum greater than maximum" in err.value.body["message"]
+        )
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="phi4-tiny", messages=messages("x"), response_format=fmt, stop=["}"])
+    assert err.value.body["param"] == "stop"

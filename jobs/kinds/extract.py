@@ -1,0 +1,211 @@
+"""Extract jobs: one JSON object per row, decoded under the task's JSON schema, written as typed columns.
+
+Each row's object is generated with the schema as its grammar (engine.structured_output), so it parses; it is
+validated against the schema all the same, and an object cut by ``max_tokens`` or one that does not validate is
+that row's error, never a result. With ``enum_probabilities``, each top-level string-enum or boolean field is then
+filled by label scoring: the log-probability of every allowed value right after the object's text up to that
+field (so conditioned on the fields before it), the likeliest value written, and ``<field>_probability`` (its
+share of the values' probability mass) and ``<field>_logprobs`` (every value's) beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+import pyarrow as pa
+
+from phifleet.engine.chat_template import render_chat_prompt
+from phifleet.engine.prompts import DEFAULT_EXTRACT_INSTRUCTION
+from phifleet.engine.types import GenerationRequest, Prompt, ResponseFormat, SamplingParams
+from phifleet.engine.validation import RequestValidator
+from phifleet.jobs.config import ExtractTask
+from phifleet.jobs.json_columns import arrow_value, choices, property_fields
+from phifleet.jobs.kinds.base import JobKind
+from phifleet.jobs.kinds.generate import fill_template
+from phifleet.jobs.rows import Prepared, RowError, row_seed
+
+if TYPE_CHECKING:
+    from phifleet.engine.engine import Engine  # only a type here: the CPU stages never load the engine
+    from phifleet.engine.sequence import Sequence as Seq
+
+
+class ExtractShape:
+    """An extract task's output columns, and one answer flattened into them (file shards and the Python API)."""
+
+    def __init__(self, task: ExtractTask) -> None:
+        self.task = task
+        self.fields = property_fields(task.json_schema)
+        props = task.json_schema["properties"]
+        self.choices = {f.name: choices(props[f.name]) for f in self.fields} if task.enum_probabilities else {}
+        self.choices = {name: values for name, values in self.choices.items() if values}
+
+    def output_fields(self) -> list[pa.Field]:
+        out = list(self.fields)
+        for name, values in self.choices.items():
+            out.append(pa.field(f"{name}_probability", pa.float64()))
+            out.append(pa.field(f"{name}_logprobs", pa.struct([(_key(v), pa.float64()) for v in values])))
+        out += [
+            pa.field("json", pa.string()),
+            pa.field("finish_reason", pa.string()),
+            pa.field("prompt_tokens", pa.int64()),
+            pa.field("completion_tokens", pa.int64()),
+        ]
+        return out
+
+    def flatten(self, output: dict[str, Any]) -> dict[str, Any]:
+        obj = output["object"]
+        row = {f.name: arrow_value(obj.get(f.name), f.type) for f in self.fields}
+        for name in self.choices:
+            row[f"{name}_probability"] = output["probability"][name]
+            row[f"{name}_logprobs"] = output["logprobs"][name]
+        row.update({k: output[k] for k in ("json", "finish_reason", "prompt_tokens", "completion_tokens")})
+        return row
+
+
+def _key(value: Any) -> str:
+    """A value's name as a struct field and a dict key: the string itself, or JSON's ``true``/``false``."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def field_value_spans(text: str) -> dict[str, tuple[int, int]]:
+    """Character span of each top-level property's value in the JSON object ``text``."""
+    decoder = json.JSONDecoder()
+    starts: dict[str, tuple[int, int]] = {}
+    i = text.index("{") + 1
+    while True:
+        while text[i].isspace():
+            i += 1
+        if text[i] == "}":
+            return starts
+        key, i = decoder.raw_decode(text, i)
+        while text[i].isspace() or text[i] == ":":
+            i += 1
+        start = i
+        _, i = decoder.raw_decode(text, i)
+        starts[key] = (start, i)
+        while text[i].isspace() or text[i] == ",":
+            i += 1
+
+
+class ExtractKind(JobKind[ExtractTask]):
+    kind = "extract"
+
+    def __init__(self, config: Any, model_name: str) -> None:
+        super().__init__(config, model_name)
+        self.shape = ExtractShape(self.task)
+        self.schema_text = json.dumps(self.task.json_schema, ensure_ascii=False)
+        self.format = ResponseFormat(type="json_schema", schema_text=self.schema_text, strict=True, name="extract")
+        self.arrow = pa.schema(
+            [
+                pa.field("id", pa.string()),
+                *self.shape.output_fields(),
+                pa.field("model", pa.string()),
+                pa.field("source", pa.string()),
+                pa.field("line", pa.int64()),
+            ]
+        )
+
+    def prompt(self, record: dict[str, Any]) -> Prompt:
+        """The schema in the system message (the model must know what the fields mean), the row as the user's."""
+        system = (self.task.instruction or DEFAULT_EXTRACT_INSTRUCTION).replace("{schema}", self.schema_text)
+        user = fill_template(self.task.prompt_template, record)
+        return render_chat_prompt([{"role": "system", "content": system}, {"role": "user", "content": user}])
+
+    def request(self, prompt: Prompt, rid: str) -> GenerationRequest:
+        t = self.task
+        params = SamplingParams(
+            max_tokens=t.max_tokens,
+            temperature=t.temperature,
+            seed=None if t.seed is None else row_seed(t.seed, rid),
+            response_format=self.format,
+        )
+        return GenerationRequest(prompt, params)
+
+    def prepare(self, record: dict[str, Any], rid: str | None, validator: RequestValidator) -> Prepared:
+        prompt = self.prompt(record)
+        validator.generation(self.request(prompt, str(rid)))
+        return Prepared(str(rid), prompt.to_json())
+
+    def run(self, engine: Engine, rows: list[Prepared]) -> list[dict[str, Any] | Exception]:  # type: ignore[override]
+        seqs: list[Seq | Exception] = []
+        for row in rows:
+            try:
+                seqs.append(engine.prepare(self.request(Prompt.from_json(row.prompt), row.id)))
+            except Exception as exc:
+                seqs.append(exc)
+        live = [s for s in seqs if not isinstance(s, Exception)]
+        results = iter(engine.generate_each(live))
+        out: list[dict[str, Any] | Exception] = []
+        for seq in seqs:
+            if isinstance(seq, Exception):
+                out.append(seq)
+                continue
+            result = next(results)
+            try:
+                if isinstance(result, Exception):
+                    raise result
+                out.append(self._answer(engine, seq, result))
+            except Exception as exc:  # this row's error; the block goes on
+                out.append(exc)
+        return out
+
+    def _answer(self, engine: Engine, seq: Seq, result: Any) -> dict[str, Any]:
+        if result.finish_reason != "stop":
+            raise RowError(
+                f"the object was not finished within max_tokens ({self.task.max_tokens} tokens): raise max_tokens",
+                code="incomplete_output",
+                param="max_tokens",
+            )
+        try:
+            obj = json.loads(result.text)
+            jsonschema.validate(obj, self.task.json_schema)
+        except (ValueError, jsonschema.ValidationError) as exc:
+            reason = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
+            raise RowError(
+                f"the output does not validate against the schema: {reason}", code="invalid_output"
+            ) from None
+        probability: dict[str, float] = {}
+        logprobs: dict[str, dict[str, float]] = {}
+        if self.shape.choices:
+            spans = field_value_spans(result.text)
+            for name, values in self.shape.choices.items():
+                if name not in obj:
+                    raise RowError(f"field {name!r} is missing, so it cannot be scored", code="invalid_output")
+                scores = self._score(engine, seq, result, spans[name], values)
+                best = max(range(len(values)), key=scores.__getitem__)
+                obj[name] = values[best]  # filled by scoring: the likeliest value as a whole, not token by token
+                top = max(scores)
+                total = sum(math.exp(s - top) for s in scores)
+                probability[name] = math.exp(scores[best] - top) / total
+                logprobs[name] = {_key(v): s for v, s in zip(values, scores, strict=True)}
+        return {
+            "object": obj,
+            "json": json.dumps(obj, ensure_ascii=False),
+            "finish_reason": result.finish_reason,
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "probability": probability,
+            "logprobs": logprobs,
+        }
+
+    def _score(self, engine: Engine, seq: Seq, result: Any, span: tuple[int, int], values: list[Any]) -> list[float]:
+        """Log-probability of each value right after the prompt and the object's text before it, as the model would
+        write it: from the last token boundary before the value to the first one after it, so the text around the
+        value (a space, the closing quote merged with a comma) is tokenized as in the generated object."""
+        ids = list(result.token_ids)
+        offsets = [len(engine.tokenizer.decode(ids[:k])) for k in range(len(ids) + 1)]
+        start, end = span
+        cut = max(k for k, o in enumerate(offsets) if o <= start)
+        after = min((o for o in offsets if o >= end), default=len(result.text))
+        lead, tail = result.text[offsets[cut] : start], result.text[end:after]
+        options = [engine.encode(lead + json.dumps(v, ensure_ascii=False) + tail) for v in values]
+        return engine.score_continuations(seq.prompt_ids + ids[:cut], options)
+
+    def result_row(self, rid: str, output: dict[str, Any], source: str, line: int) -> dict[str, Any]:
+        return {"id": rid, **self.shape.flatten(output), "model": self.model_name, "source": source, "line": line}
+
+    def result_schema(self) -> pa.Schema:
+        return self.arrow
