@@ -93,7 +93,7 @@ class Engine:
         Thread-safe (the validator tokenizes with its own tokenizer): a server prepares requests on another
         thread, so a long prompt never stalls the engine's decoding loop.
         """
-        ids = self.validator.generation(request)
+        ids = self.validator.generation(request, check_grammar=False)  # the grammar is compiled below, once
         eos = frozenset() if request.params.ignore_eos else self.eos_ids
         budget = self.validator.completion_budget(request, len(ids))
         seq = Seq(ids, request.params, self.tokenizer, eos, request.request_id, max_tokens=budget)
@@ -110,9 +110,10 @@ class Engine:
         """The response_format compiler for this tokenizer, built on first use (thread-safe)."""
         with self._grammar_lock:
             if self._grammars is None:
-                vocab = int(self.hf_model.get_output_embeddings().weight.shape[0])
-                # the validator's own tokenizer copy: the loop thread may be decoding with self.tokenizer
-                self._grammars = GrammarCompiler(self.validator.tokenizer, vocab, self.eos_ids)
+                vocab = int(self.hf_model.config.vocab_size)  # the logits' width, whatever wraps the lm_head
+                # the validator's own tokenizer copy, under its lock: the loop thread may be decoding with ours
+                with self.validator.lock:
+                    self._grammars = GrammarCompiler(self.validator.tokenizer, vocab, self.eos_ids)
             return self._grammars
 
     def _prepare_each(self, items: Sequence[GenerationRequest | Seq]) -> list[Seq | Exception]:

@@ -101,8 +101,8 @@ class GenerationLoop:
         batch = SamplingBatch(rows, self.device, logits.shape[-1])
         for i, exc in batch.failures.items():
             sampled_reqs[i].seq.fail(exc)
-        grammars = [(i, r.seq.grammar) for i, r in enumerate(sampled_reqs) if r.seq.grammar is not None]
-        tokens = sample(mask_logits(logits, grammars), batch).tolist() if rows else []
+        masked = mask_logits(logits, [(i, r.seq) for i, r in enumerate(sampled_reqs)])
+        tokens = sample(masked, batch).tolist() if rows else []
         entries = self._logprobs(logits, sampled_reqs, tokens, batch)
         self.scheduler.advance(sched, {id(r): t for r, t in zip(sampled_reqs, tokens, strict=True)})
         for req, token, entry in zip(sampled_reqs, tokens, entries, strict=True):

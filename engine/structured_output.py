@@ -8,8 +8,9 @@ share the batch untouched. A completion that runs out of ``max_tokens`` before t
 ``finish_reason: "length"`` and ``structure_complete = False``: never presented as a valid object.
 
 Why xgrammar (0.2.8): the grammar engine of vLLM, SGLang and TensorRT-LLM; it runs on CPU (bitmask filling is
-host-side C++; applying a mask is a torch op here, a CUDA/Triton kernel on GPUs), takes a Hugging Face tokenizer
-as it is, and its wheels need nothing beyond the pinned torch and transformers (it pulls Triton on Linux x86).
+host-side C++, and so is applying a mask on CPU; a CUDA/Triton kernel on GPUs), takes a Hugging Face tokenizer
+as it is, and its wheels need nothing beyond the pinned torch and transformers (it pulls apache-tvm-ffi, and
+Triton on Linux x86).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import xgrammar as xgr
@@ -25,6 +26,9 @@ from transformers import PreTrainedTokenizerBase
 
 from phifleet.engine.errors import InvalidRequestError
 from phifleet.engine.types import ResponseFormat
+
+if TYPE_CHECKING:
+    from phifleet.engine.sequence import Sequence
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CPP_PREFIX = re.compile(r"^\[[0-9:]+\] \S+:[0-9]+: ")
@@ -40,16 +44,24 @@ class GrammarCompiler:
         self.info = xgr.TokenizerInfo.from_huggingface(
             tokenizer, vocab_size=vocab_size, stop_token_ids=sorted(stop_ids) or None
         )
+        # Control tokens (<|im_start|>, Phi-4's <|dummy_N|>...) spell nothing the grammar can check, and the
+        # detokenizer drops them: inside a constrained object they are never allowed (stop tokens end it).
+        specials = set(tokenizer.all_special_ids)
+        specials |= {i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if t.special}
+        self.banned = torch.tensor(sorted(i for i in specials - stop_ids if i < vocab_size), dtype=torch.long)
+        self._keep: dict[int, torch.Tensor | None] = {}  # keep_words per bitmask width, shared by the grammars
         self._compiler = xgr.GrammarCompiler(self.info, max_threads=1, cache_limit_bytes=CACHE_LIMIT_BYTES)
         self._lock = threading.Lock()
 
     def compile(self, fmt: ResponseFormat) -> xgr.CompiledGrammar:
-        """The compiled grammar, or InvalidRequestError naming ``response_format`` (a schema xgrammar refuses)."""
+        """The compiled grammar, or InvalidRequestError naming ``response_format`` (a schema xgrammar refuses).
+
+        ``json_object`` is the schema ``{"type": "object"}``, compact: xgrammar's built-in JSON grammar would also
+        take a top-level array and unbounded whitespace, on which a model could spend all of max_tokens."""
+        schema = '{"type":"object"}' if fmt.type == "json_object" else fmt.schema_text
         try:
             with self._lock:
-                if fmt.type == "json_object":
-                    return self._compiler.compile_builtin_json_grammar()
-                return self._compiler.compile_json_schema(fmt.schema_text, any_whitespace=False, strict_mode=fmt.strict)
+                return self._compiler.compile_json_schema(schema, any_whitespace=False, strict_mode=fmt.strict)
         except Exception as exc:  # xgrammar raises RuntimeError/ValueError with the reason
             raise InvalidRequestError(
                 f"response_format.json_schema.schema cannot be used for constrained decoding: {_reason(exc)}",
@@ -57,15 +69,29 @@ class GrammarCompiler:
             ) from exc
 
     def matcher(self, fmt: ResponseFormat) -> Grammar:
-        return Grammar(xgr.GrammarMatcher(self.compile(fmt)), self.vocab_size)
+        return Grammar(xgr.GrammarMatcher(self.compile(fmt)), self.banned, self._keep)
 
 
 class Grammar:
     """One request's position in its grammar: which tokens may come next, and whether the object is closed."""
 
-    def __init__(self, matcher: xgr.GrammarMatcher, vocab_size: int) -> None:
+    def __init__(self, matcher: xgr.GrammarMatcher, banned: torch.Tensor, keep: dict[int, torch.Tensor | None]) -> None:
         self.matcher = matcher
-        self.vocab_size = vocab_size
+        self.banned = banned
+        self._keep = keep
+
+    def keep_words(self, words: int) -> torch.Tensor | None:
+        """int32 words with every bit set but the control tokens' (None: none to clear), ANDed into a bitmask row."""
+        if words not in self._keep:
+            if not self.banned.numel():
+                self._keep[words] = None
+            else:
+                bits = torch.ones(words * 32, dtype=torch.bool)
+                bits[self.banned[self.banned < words * 32]] = False
+                weights = torch.tensor([1 << i for i in range(32)], dtype=torch.int64)
+                packed = (bits.view(words, 32).to(torch.int64) * weights).sum(1)
+                self._keep[words] = torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
+        return self._keep[words]
 
     def fill(self, bitmask: torch.Tensor, row: int) -> None:
         self.matcher.fill_next_token_bitmask(bitmask, row)
@@ -100,21 +126,46 @@ def schema_problem(schema: dict[str, Any], strict: bool = False) -> str | None:
     return None
 
 
-def mask_logits(logits: torch.Tensor, grammars: list[tuple[int, Grammar]]) -> torch.Tensor:
-    """``logits`` with every row that has a grammar masked to the tokens it allows (a copy; rows without one
-    untouched). One bitmask for the step, filled on the host, applied on the logits' device."""
+def mask_logits(logits: torch.Tensor, rows: list[tuple[int, Sequence]]) -> torch.Tensor:
+    """``logits`` with every row whose sequence has a grammar masked to the tokens it allows (a copy; rows without
+    one untouched). One bitmask for the step, filled on the host (control tokens' bits cleared in the same words),
+    applied on the logits' device. A grammar that cannot fill its row fails that sequence alone (its row stays
+    unmasked; its token is discarded)."""
+    grammars = [(i, seq) for i, seq in rows if seq.grammar is not None and not seq.finished]
     if not grammars:
         return logits
     vocab = logits.shape[-1]
-    bitmask = xgr.allocate_token_bitmask(logits.shape[0], vocab)
+    bitmask = _bitmask(logits.shape[0], vocab)
     bitmask.fill_(-1)  # all allowed: rows without a grammar
-    for row, grammar in grammars:
-        grammar.fill(bitmask, row)
+    masked_rows = []
+    for row, seq in grammars:
+        try:
+            seq.grammar.fill(bitmask, row)
+            masked_rows.append(row)
+        except Exception as exc:
+            bitmask[row].fill_(-1)
+            seq.fail(exc)
+    if not masked_rows:
+        return logits
+    keep = grammars[0][1].grammar.keep_words(bitmask.shape[1])
+    if keep is not None:
+        bitmask[masked_rows] &= keep
     masked = logits.clone()
     xgr.apply_token_bitmask_inplace(
-        masked, bitmask.to(logits.device, non_blocking=True), vocab_size=vocab, indices=[r for r, _ in grammars]
+        masked, bitmask.to(logits.device, non_blocking=True), vocab_size=vocab, indices=masked_rows
     )
     return masked
+
+
+_BITMASKS: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def _bitmask(rows: int, vocab: int) -> torch.Tensor:
+    """A host bitmask per (rows, vocab), reused step after step (the loop is single-threaded)."""
+    key = (rows, vocab)
+    if key not in _BITMASKS:
+        _BITMASKS[key] = xgr.allocate_token_bitmask(rows, vocab)
+    return _BITMASKS[key]
 
 
 def response_format_of(value: Any) -> ResponseFormat | None:

@@ -14,7 +14,8 @@ FinishReason = Literal["stop", "length"]
 class ResponseFormat(BaseModel):
     """What the output must be: any JSON object, or JSON valid under a schema (OpenAI's ``response_format``).
 
-    The schema travels as canonical JSON text: hashable (the compiled-grammar cache's key) and frozen."""
+    The schema travels as compact JSON text, its keys in their order (the object's fields come in that order):
+    hashable (the compiled-grammar cache's key) and frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -89,7 +89,7 @@ class RequestValidator:
             )
         return ids
 
-    def generation(self, request: GenerationRequest) -> list[int]:
+    def generation(self, request: GenerationRequest, check_grammar: bool = True) -> list[int]:
         """A generation request's prompt ids: at least one completion token, and room for ``max_tokens`` of them.
 
         A ``max_tokens`` the request did not set itself (``fit_to_context``) is a ceiling: use
@@ -104,8 +104,13 @@ class RequestValidator:
                 "(prompt and completion together)",
                 param="max_tokens",
             )
-        if params.response_format is not None:  # a schema xgrammar cannot compile is this request's error
-            self.grammars().compile(params.response_format)
+        if params.response_format is not None:
+            if params.stop:
+                raise InvalidRequestError(
+                    "stop is not allowed with response_format (a stop string could cut the object short)", param="stop"
+                )
+            if check_grammar:  # a schema xgrammar cannot compile is this request's error (the engine compiles its own)
+                self.grammars().compile(params.response_format)
         for token in params.logit_bias or {}:
             if token >= self.vocab_size:
                 raise InvalidRequestError(
@@ -113,6 +118,11 @@ class RequestValidator:
                     param="logit_bias",
                 )
         return self.prompt_ids(request.prompt, 1 if params.fit_to_context else params.max_tokens, param=param)
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held around every use of ``tokenizer``: encoding flips flags on the Rust tokenizer."""
+        return self._lock
 
     def grammars(self) -> GrammarCompiler:
         """Compiles response formats to check them where the tokenizer is all there is (a job's CPU stage)."""

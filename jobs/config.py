@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import jsonschema
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -170,9 +171,14 @@ class ExtractTask(_Strict):
         from phifleet.jobs.json_columns import property_fields
 
         names = [f.name for f in property_fields(schema)]
-        taken = sorted(set(names) & EXTRACT_RESERVED)
+        extra = {f"{n}_{suffix}" for n in names for suffix in ("probability", "logprobs")}
+        taken = sorted(set(names) & (EXTRACT_RESERVED | extra))
         if taken:
             raise ValueError(f"property {taken[0]!r} would collide with an output column of its own name")
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON schema: {exc.message}") from None
         problem = schema_problem(schema)
         if problem:
             raise ValueError(f"cannot constrain decoding to it: {problem}")
@@ -217,6 +223,12 @@ class JobConfig(_Strict):
     address: str | None = Field(
         default=None, description="Ray address to join (else RAY_ADDRESS, else an embedded local Ray)."
     )
+
+    @model_validator(mode="after")
+    def _extract_needs_the_continuous_engine(self) -> JobConfig:
+        if self.task.kind == "extract" and self.engine.batching == "static":
+            raise ValueError("task.kind extract needs engine.batching continuous or auto (constrained decoding)")
+        return self
 
     @classmethod
     def from_file(cls, path: str | Path) -> JobConfig:

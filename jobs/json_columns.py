@@ -3,8 +3,9 @@
 Types follow the schema, not the values a block happens to hold, so every shard of a job has the same columns:
 string (and string enums) → string, integer → int64, number → float64, boolean → bool, array → list of its items'
 type, object → struct of its properties, a nullable type (``["string", "null"]``) → that type, nullable. What has
-no single Arrow type (``anyOf`` of different types, an object without ``properties``, a bare ``{}``) is a JSON
-string of the value, so nothing is dropped.
+no single Arrow type (``anyOf`` of different types, an object without ``properties``, a bare ``{}``) is the value's
+JSON text, in a ``large_string`` column (so a reader can tell ``"1"`` from ``1``: every value there is JSON), and
+nothing is dropped.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-JSON_TEXT = pa.string()  # a value with no single Arrow type, kept as its JSON text
+JSON_TEXT = pa.large_string()  # a value with no single Arrow type, kept as its JSON text (told apart by the type)
 
 _SCALARS: dict[str, pa.DataType] = {
     "string": pa.string(),
@@ -82,10 +83,8 @@ def arrow_value(value: Any, typ: pa.DataType) -> Any:
     """``value`` shaped for ``typ``: JSON text where the type is, recursively; integers as floats for float64."""
     if value is None:
         return None
-    if typ == JSON_TEXT and not isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if typ == JSON_TEXT:  # a string column: a string stays a string
-        return value
+    if typ == JSON_TEXT:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
     if pa.types.is_floating(typ) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if pa.types.is_list(typ):
@@ -107,8 +106,12 @@ def choices(schema: Any) -> list[Any] | None:
     """The values a top-level field can take when they are few and known: a string enum, or a boolean."""
     if not isinstance(schema, dict):
         return None
-    if "enum" in schema and all(isinstance(v, str) for v in schema["enum"]) and len(schema["enum"]) >= 2:
-        return list(dict.fromkeys(schema["enum"]))
+    if "const" in schema:
+        return None  # one value: nothing to choose
+    if "enum" in schema:
+        values = list(dict.fromkeys(v for v in schema["enum"] if isinstance(v, str | bool)))
+        same_kind = all(isinstance(v, str) for v in values) or all(isinstance(v, bool) for v in values)
+        return values if len(values) == len(schema["enum"]) >= 2 and same_kind else None
     if _types(schema) == ["boolean"]:
         return [True, False]
     return None

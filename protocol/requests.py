@@ -116,7 +116,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         "logprobs",
         CHAT,
         "a boolean: each generated token's log-probability under the model (before temperature, top_p, top_k, "
-        "logit_bias)",
+        "logit_bias and the response_format mask)",
     ),
     Parameter("top_logprobs", CHAT, f"0 to {TOP_LOGPROBS_MAX} alternatives per token; needs `logprobs: true`"),
     Parameter(

@@ -29,7 +29,16 @@ POISONED_BODIES: dict[str, tuple[str, str | None]] = {
     "null_text_part": (_body(messages=[{"role": "user", "content": [{"type": "text", "text": None}]}]), "messages"),
     "string_max_tokens": (_body(max_tokens="5"), "max_tokens"),
     "tools": (_body(tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}]), "tools"),
-    "response_format": (_body(response_format={"type": "json_object"}), "response_format"),
+    # a schema the grammar engine cannot compile: refused at the replica's prepare, alone
+    "response_format": (
+        _body(
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "integer", "minimum": 2, "maximum": 1}},
+            }
+        ),
+        "response_format",
+    ),
     "unknown_field": (_body(frobnicate=1), "frobnicate"),
     "deep_nesting": ('{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}", None),
 }

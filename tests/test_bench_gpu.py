@@ -33,6 +33,7 @@ def test_tiny_run_end_to_end_on_cpu(tmp_path):
         "decode step breakdown",
         "agreement with HF eager",
         "label scoring",
+        "structured output",
         "fastgen probe",
     } <= cases
     assert not [n for n in record["notes"] if "FAILED" in n], record["notes"]
@@ -44,6 +45,8 @@ def test_tiny_run_end_to_end_on_cpu(tmp_path):
     backends = {(r["case"], r.get("backend")) for r in record["rows"]}
     assert ("label scoring", "continuous, one pass, 16-token shared prefix") in backends
     assert ("batched generation", "static (before)") in backends
+    assert ("structured output", "json_schema") in backends  # the synthetic vocabulary spells JSON (ASCII ids)
+    assert metrics["structured output: constrained / free tokens/s, batch 4"] > 0
     assert "| batched generation | continuous |" in (tmp_path / "gpu_tiny.md").read_text()
 
 

@@ -78,7 +78,7 @@ def test_wheel_has_one_top_level_package_and_carries_the_chart(wheel: Path) -> N
         "phifleet/jobs/kinds/label.py",
         "phifleet/jobs/stages/replica.py",
         "phifleet/engine/tiny/phi4-tiny-v3/model.safetensors",
-        "phifleet/engine/tiny/phi4-tiny-v2/tokenizer.json",
+        "phifleet/engine/tiny/phi4-tiny-v3/tokenizer.json",
     ):
         assert needed in names, needed
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
@@ -129,5 +129,5 @@ def test_installed_cli_renders_values_and_the_chart(installed: Path, tmp_path: P
             ).stdout
         )
     )
-    assert [o["kind"] for o in objects] == ["RayJob", "ConfigMap"]
+    assert [o["kind"] for o in objects] == ["RayJob", "ConfigMap", "NetworkPolicy"]  # the job cluster gets a policy
     assert "phifleet.jobs" in objects[0]["spec"]["entrypoint"]

@@ -34,6 +34,7 @@ from transformers import Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast  #
 
 from phifleet.engine import Engine, EngineConfig, GenerationRequest, SamplingParams  # noqa: E402
 from phifleet.engine.chat_template import ENDOFTEXT, IM_END, IM_SEP, IM_START, PAD  # noqa: E402
+from phifleet.engine.structured_output import response_format_of  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # shapes.py beside this file
 from shapes import PHI4, TINY  # noqa: E402
@@ -43,9 +44,16 @@ SPECIAL_IDS = {ENDOFTEXT: 100257, IM_START: 100264, IM_END: 100265, IM_SEP: 1002
 UNK = "<|dummy_0|>"
 
 
+#: Token ids 32-126 are the printable ASCII characters themselves, so a grammar (structured output) can spell JSON.
+ASCII_IDS = range(32, 127)
+
+
 def synthetic_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
-    """Word-level tokenizer: token i is the word 't{i}', special tokens at Phi-4's ids."""
+    """Word-level tokenizer: token i is the word 't{i}', special tokens at Phi-4's ids, ids 32-126 ASCII characters."""
     vocab = {f"t{i}": i for i in range(vocab_size)}
+    for i in ASCII_IDS:
+        del vocab[f"t{i}"]
+        vocab[chr(i)] = i
     for tok, i in {**SPECIAL_IDS, UNK: 100256}.items():
         del vocab[f"t{i}"]
         vocab[tok] = i
@@ -65,7 +73,7 @@ def random_text(rng: random.Random, n_tokens: int) -> str:
     reserved = set(SPECIAL_IDS.values()) | {100256}
     ids = []
     while len(ids) < n_tokens:
-        i = rng.randrange(100000)
+        i = rng.randrange(ASCII_IDS.stop, 100000)  # words only: a character token is no 't{i}' word
         if i not in reserved:
             ids.append(i)
     return " ".join(f"t{i}" for i in ids)
@@ -290,6 +298,7 @@ def main() -> int:
         bench.case("32 concurrent streams", lambda: concurrent_streams(bench, cont, 32 if not args.tiny else 4))
     bench.case("decode step breakdown", lambda: step_breakdown(bench, cont, [1, 32, 128] if not args.tiny else [1, 4]))
     bench.case("agreement with HF eager", lambda: agreement_with_hf(bench, cont, model))
+    bench.case("structured output", lambda: structured_output(bench, cont, [1, 32] if not args.tiny else [1, 4]))
     bench.case("label scoring", lambda: scoring_continuous(bench, cont, shared=0))
     bench.case("label scoring", lambda: scoring_continuous(bench, cont, shared=128 if not args.tiny else 16))
     with contextlib.suppress(Exception):
@@ -324,6 +333,38 @@ def main() -> int:
     )
     report(bench, args, n_params, weight_gib)
     return 0
+
+
+def structured_output(bench: Bench, engine: Engine, batches: list[int]):
+    """Tokens/s decoding under a JSON schema against the same prompts free, each free request held to its
+    constrained twin's token count (ignore_eos): the cost of the per-step bitmasks (host) and masked logits."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "sentiment": {"type": "string", "enum": ["positive", "negative", "neutral"]},
+            "summary": {"type": "string", "maxLength": 48},
+            "score": {"type": "integer"},
+        },
+        "required": ["sentiment", "summary", "score"],
+        "additionalProperties": False,
+    }
+    fmt = response_format_of({"type": "json_schema", "json_schema": {"name": "bench", "schema": schema}})
+    for b in batches:
+        prompts = [random_text(bench.rng, 256 if engine.device.type == "cuda" else 16) for _ in range(b)]
+        reqs = [
+            GenerationRequest(p, SamplingParams(max_tokens=96, temperature=0.0, response_format=fmt)) for p in prompts
+        ]
+        t_json, out, peak = timed(lambda r=reqs: engine.generate(r), bench.args.repeats)
+        counts = [o.completion_tokens for o in out]
+        free = [
+            GenerationRequest(p, SamplingParams(max_tokens=c, temperature=0.0, ignore_eos=True))
+            for p, c in zip(prompts, counts, strict=True)
+        ]
+        t_free, _, _ = timed(lambda r=free: engine.generate(r), bench.args.repeats)
+        toks = sum(counts)
+        for label, t in (("free, same tokens", t_free), ("json_schema", t_json)):
+            yield {"backend": label, "batch": b, "tokens": toks, "tok_s": toks / t, "seconds": t, "peak_gib": peak}
+        yield {"metric": f"structured output: constrained / free tokens/s, batch {b}", "value": t_free / t_json}
 
 
 def concurrent_streams(bench: Bench, engine: Engine, n: int):

@@ -5,7 +5,9 @@ validated against the schema all the same, and an object cut by ``max_tokens`` o
 that row's error, never a result. With ``enum_probabilities``, each top-level string-enum or boolean field is then
 filled by label scoring: the log-probability of every allowed value right after the object's text up to that
 field (so conditioned on the fields before it), the likeliest value written, and ``<field>_probability`` (its
-share of the values' probability mass) and ``<field>_logprobs`` (every value's) beside it.
+share of the values' probability mass) and ``<field>_logprobs`` (every value's) beside it. The fields after it
+were generated after the generated value; when scoring picks another (rare: the grammar's greedy choice is token by
+token, scoring is over whole values), ``json`` is the object as written, scored values in, validated again.
 """
 
 from __future__ import annotations
@@ -58,9 +60,9 @@ class ExtractShape:
     def flatten(self, output: dict[str, Any]) -> dict[str, Any]:
         obj = output["object"]
         row = {f.name: arrow_value(obj.get(f.name), f.type) for f in self.fields}
-        for name in self.choices:
-            row[f"{name}_probability"] = output["probability"][name]
-            row[f"{name}_logprobs"] = output["logprobs"][name]
+        for name in self.choices:  # an optional field the object left out has no probabilities (null)
+            row[f"{name}_probability"] = output["probability"].get(name)
+            row[f"{name}_logprobs"] = output["logprobs"].get(name)
         row.update({k: output[k] for k in ("json", "finish_reason", "prompt_tokens", "completion_tokens")})
         return row
 
@@ -96,6 +98,7 @@ class ExtractKind(JobKind[ExtractTask]):
     def __init__(self, config: Any, model_name: str) -> None:
         super().__init__(config, model_name)
         self.shape = ExtractShape(self.task)
+        self.validator = jsonschema.validators.validator_for(self.task.json_schema)(self.task.json_schema)
         self.schema_text = json.dumps(self.task.json_schema, ensure_ascii=False)
         self.format = ResponseFormat(type="json_schema", schema_text=self.schema_text, strict=True, name="extract")
         self.arrow = pa.schema(
@@ -160,47 +163,67 @@ class ExtractKind(JobKind[ExtractTask]):
                 param="max_tokens",
             )
         try:
-            obj = json.loads(result.text)
-            jsonschema.validate(obj, self.task.json_schema)
-        except (ValueError, jsonschema.ValidationError) as exc:
-            reason = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
-            raise RowError(
-                f"the output does not validate against the schema: {reason}", code="invalid_output"
-            ) from None
+            parsed = json.loads(result.text)
+        except ValueError:
+            parsed = None
+        obj = self._valid(parsed if isinstance(parsed, dict) else None, result.text)
         probability: dict[str, float] = {}
         logprobs: dict[str, dict[str, float]] = {}
-        if self.shape.choices:
+        scored = [name for name in self.shape.choices if name in obj]  # an optional field left out is not scored
+        if scored:
             spans = field_value_spans(result.text)
-            for name, values in self.shape.choices.items():
-                if name not in obj:
-                    raise RowError(f"field {name!r} is missing, so it cannot be scored", code="invalid_output")
-                scores = self._score(engine, seq, result, spans[name], values)
+            ids = list(result.token_ids)
+            # where each generated token ends in the text, as the detokenizer wrote it (control tokens dropped)
+            offsets = [len(engine.tokenizer.decode(ids[:k], skip_special_tokens=True)) for k in range(len(ids) + 1)]
+            for name in scored:
+                values = self.shape.choices[name]
+                scores = self._score(engine, seq, result.text, ids, offsets, spans[name], values)
                 best = max(range(len(values)), key=scores.__getitem__)
                 obj[name] = values[best]  # filled by scoring: the likeliest value as a whole, not token by token
                 top = max(scores)
                 total = sum(math.exp(s - top) for s in scores)
                 probability[name] = math.exp(scores[best] - top) / total
                 logprobs[name] = {_key(v): s for v, s in zip(values, scores, strict=True)}
-        return {
+            obj = self._valid(obj, result.text)  # a scored value stays inside the schema
+        output = {
             "object": obj,
-            "json": json.dumps(obj, ensure_ascii=False),
+            "json": json.dumps(obj, ensure_ascii=False, allow_nan=False),
             "finish_reason": result.finish_reason,
             "prompt_tokens": result.prompt_tokens,
             "completion_tokens": result.completion_tokens,
             "probability": probability,
             "logprobs": logprobs,
         }
+        try:  # a value Arrow cannot hold (an integer beyond int64) is this row's error, not the shard's
+            pa.Table.from_pylist([self.shape.flatten(output)], schema=pa.schema(self.shape.output_fields()))
+        except (pa.ArrowException, OverflowError, ValueError, TypeError) as exc:
+            raise RowError(f"a value does not fit its column: {exc}", code="invalid_output") from None
+        return output
 
-    def _score(self, engine: Engine, seq: Seq, result: Any, span: tuple[int, int], values: list[Any]) -> list[float]:
+    def _valid(self, obj: Any, text: str) -> Any:
+        error = next(iter(self.validator.iter_errors(obj)), None) if obj is not None else None
+        if obj is None or error is not None:
+            reason = error.message if error is not None else f"not a JSON object: {text[:200]!r}"
+            raise RowError(f"the output does not validate against the schema: {reason}", code="invalid_output")
+        return obj
+
+    def _score(
+        self,
+        engine: Engine,
+        seq: Seq,
+        text: str,
+        ids: list[int],
+        offsets: list[int],
+        span: tuple[int, int],
+        values: list[Any],
+    ) -> list[float]:
         """Log-probability of each value right after the prompt and the object's text before it, as the model would
         write it: from the last token boundary before the value to the first one after it, so the text around the
         value (a space, the closing quote merged with a comma) is tokenized as in the generated object."""
-        ids = list(result.token_ids)
-        offsets = [len(engine.tokenizer.decode(ids[:k])) for k in range(len(ids) + 1)]
         start, end = span
         cut = max(k for k, o in enumerate(offsets) if o <= start)
-        after = min((o for o in offsets if o >= end), default=len(result.text))
-        lead, tail = result.text[offsets[cut] : start], result.text[end:after]
+        after = min((o for o in offsets if o >= end), default=len(text))
+        lead, tail = text[offsets[cut] : start], text[end:after]
         options = [engine.encode(lead + json.dumps(v, ensure_ascii=False) + tail) for v in values]
         return engine.score_continuations(seq.prompt_ids + ids[:cut], options)
 

@@ -127,3 +127,32 @@ def test_text_and_null_mean_free_text():
 def test_the_static_engine_refuses_response_format(static_engine):
     with pytest.raises(InvalidRequestError, match="continuous engine"):
         static_engine.prepare(ask("text"))
+
+
+def test_control_tokens_are_never_sampled_inside_an_object(engine):
+    """Every control token pushed to +100 by logit_bias: none appears inside an object (xgrammar alone lets them
+    into strings, where the detokenizer would drop them silently and the text differ from what the grammar checked:
+    unbanned, these requests filled their product string with <|im_sep|> until max_tokens)."""
+    specials = sorted(set(engine.tokenizer.all_special_ids) - set(engine.eos_ids))
+    bias = {i: 100.0 for i in specials}
+    results = engine.generate([ask(t, temperature=0.0, logit_bias=bias, max_tokens=40) for t in TEXTS[:3]])
+    for r in results:
+        assert r.finish_reason == "stop" and not set(specials) & set(r.token_ids), r.token_ids
+        jsonschema.validate(json.loads(r.text), SCHEMA)
+
+
+def test_a_grammar_that_cannot_fill_its_mask_fails_its_row_alone(engine):
+    import torch
+
+    from phifleet.engine.structured_output import mask_logits
+
+    good, bad = engine.prepare(ask(TEXTS[0])), engine.prepare(ask(TEXTS[1]))
+
+    def broken(bitmask, row):
+        raise RuntimeError("matcher broke")
+
+    bad.grammar.fill = broken
+    logits = torch.zeros(2, engine.hf_model.config.vocab_size)
+    masked = mask_logits(logits, [(0, good), (1, bad)])
+    assert isinstance(bad.error, RuntimeError) and good.error is None
+    assert torch.isinf(masked[0]).any() and not torch.isinf(masked[1]).any()  # the good row masked, the bad untouched

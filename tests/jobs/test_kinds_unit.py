@@ -46,7 +46,7 @@ def validator() -> RequestValidator:
 
 def test_every_task_kind_has_a_handler():
     kinds = {model.model_fields["kind"].default for model in typing.get_args(typing.get_args(Task)[0])}
-    assert set(KINDS) == kinds == {"label", "generate", "batch"}
+    assert set(KINDS) == kinds == {"label", "generate", "extract", "batch"}
     assert isinstance(job_kind(config(LabelTask(labels=LABELS)), "m"), LabelKind)
     assert isinstance(job_kind(config(BatchTask()), "m"), BatchKind)
 

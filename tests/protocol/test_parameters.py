@@ -115,8 +115,19 @@ def test_best_of_equal_to_n_is_a_no_op():
     assert refuse(CMPL, {"prompt": "x", "n": 2, "best_of": 3}).param == "best_of"
 
 
-def test_response_format_refusal_says_structured_output_is_later_work():
-    assert "not implemented yet" in refuse(CHAT, {**BASE[CHAT], "response_format": {"type": "json_object"}}).message
+def test_response_format_takes_openais_three_shapes_and_names_a_bad_field():
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    for value in (
+        {"type": "text"},
+        {"type": "json_object"},
+        {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+    ):
+        parse_request(CHAT, {**BASE[CHAT], "response_format": value})
+    err = refuse(CHAT, {**BASE[CHAT], "response_format": {"type": "json_schema", "json_schema": {"name": "a b"}}})
+    assert err.param == "response_format" and "json_schema.name" in err.message
+    err = refuse(CHAT, {**BASE[CHAT], "response_format": {"type": "json_object"}, "stop": ["}"]})
+    assert err.param == "stop"
+    assert refuse(CMPL, {**BASE[CMPL], "response_format": {"type": "json_object"}}).param == "response_format"
 
 
 @pytest.mark.parametrize(
