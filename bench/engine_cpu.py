@@ -27,6 +27,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch
+from bench_tables import md_table
 
 from phifleet.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
 from phifleet.engine.chat_template import render_chat
@@ -309,12 +310,6 @@ def _valid(text: str, schema: dict) -> bool:
     return True
 
 
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats and rows (smoke run)")
@@ -341,23 +336,23 @@ deepspeed (init_inference, tp 1), fp32, greedy decoding. "static" is the length-
 
 ## Closed batches, 32 tokens per request (generated tokens/s)
 
-{table(["batch", "tokens", "static tok/s", "continuous tok/s", "continuous / static", "same tokens"], closed)}
+{md_table(["batch", "tokens", "static tok/s", "continuous tok/s", "continuous / static", "same tokens"], closed)}
 
 ## Open arrivals: Poisson at 8 requests/s, 16-512 output tokens each
 
 Static: whatever has arrived when the engine is idle forms the next batch (what a server in front of it does).
 
-{table(["engine", "requests", "tokens", "tok/s", "p50 time to first token (ms)", "p90 (ms)"], opened)}
+{md_table(["engine", "requests", "tokens", "tok/s", "p50 time to first token (ms)", "p90 (ms)"], opened)}
 
 ## Time to first token of a short request beside a 2,000-token generation
 
-{table(["engine", "idle (ms)", "beside the long generation (ms)", "ratio"], ttft)}
+{md_table(["engine", "idle (ms)", "beside the long generation (ms)", "ratio"], ttft)}
 
 Static: measured idle, and the expected wait of a request that arrives at a random moment of the long batch.
 
 ## Label scoring: a {inst_len}-token shared instruction, prompts of {p_len:.0f} tokens (median), 3 labels
 
-{table(["path", "prompts/s", "vs scoring without reuse", "accuracy"], labels)}
+{md_table(["path", "prompts/s", "vs scoring without reuse", "accuracy"], labels)}
 
 Largest |log-probability difference| between scoring with and without prefix reuse: {diff:.2e}.
 
@@ -367,7 +362,7 @@ Each free request generates exactly as many tokens as its constrained twin did (
 extraction prompt; the grammar's cost is the bitmask filled on the host per constrained row and step (xgrammar)
 and the masked copy of the logits.
 
-{table(STRUCTURED_HEADER, structured)}
+{md_table(STRUCTURED_HEADER, structured)}
 """
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)

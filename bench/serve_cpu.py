@@ -29,6 +29,7 @@ import aiohttp
 import psutil
 import ray
 import torch
+from bench_tables import md_table
 from ray import serve
 
 from phifleet.engine import Engine, EngineConfig, GenerationRequest, SamplingParams
@@ -226,11 +227,6 @@ def serve_session(env: dict[str, str]):
 def end_session() -> None:
     serve.shutdown()
     ray.shutdown()
-
-
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def main() -> None:

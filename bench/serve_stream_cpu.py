@@ -22,7 +22,8 @@ import torch
 from ray import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # serve_cpu.py beside this file
-from serve_cpu import end_session, load, md_table, percentile, serve_session
+from bench_tables import md_table
+from serve_cpu import end_session, load, percentile, serve_session
 
 from phifleet.serve.app import build_app
 from phifleet.serve.config import SERVE_RAY_ENV

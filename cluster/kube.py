@@ -346,28 +346,35 @@ def preflight(kube: Kube, objs: JobObjects) -> None:
     default) with the reason only in a RayCluster event — a missing ServiceAccount keeps the pods from being
     created, a missing claim keeps them Pending."""
     ns = objs.namespace
+    install = f"install release {objs.release} in {ns} (helm install {objs.release} ...)"
+    _require(
+        kube,
+        SERVICEACCOUNTS,
+        ns,
+        objs.service_account,
+        f"ServiceAccount {ns}/{objs.service_account} not found: the job's pods run as the release's account — "
+        f"{install}, or pass --release/--service-account",
+    )
+    if objs.model_claim is not None:
+        _require(
+            kube,
+            CLAIMS,
+            ns,
+            objs.model_claim,
+            f"PersistentVolumeClaim {ns}/{objs.model_claim} not found: the job's pods mount the release's model "
+            f"claim (model.volume: pvc) — {install}, or name an existing claim with model.pvc.existingClaim in a "
+            "-f values file",
+        )
+
+
+def _require(kube: Kube, resource: Resource, ns: str, name: str, missing: str) -> None:
+    """The object exists, or ClusterError(``missing``); other refusals (403, 401) pass through as they are."""
     try:
-        kube.get(SERVICEACCOUNTS, ns, objs.service_account)
+        kube.get(resource, ns, name)
     except ClusterError as exc:
         if not _missing(exc):
             raise
-        raise ClusterError(
-            f"ServiceAccount {ns}/{objs.service_account} not found: the job's pods run as the release's account — "
-            f"install release {objs.release} in {ns} (helm install {objs.release} ...), "
-            "or pass --release/--service-account"
-        ) from exc
-    if objs.model_claim is None:
-        return
-    try:
-        kube.get(CLAIMS, ns, objs.model_claim)
-    except ClusterError as exc:
-        if not _missing(exc):
-            raise
-        raise ClusterError(
-            f"PersistentVolumeClaim {ns}/{objs.model_claim} not found: the job's pods mount the release's model claim "
-            f"(model.volume: pvc) — install release {objs.release} in {ns}, or name an existing claim with "
-            "model.pvc.existingClaim in a -f values file"
-        ) from exc
+        raise ClusterError(missing) from exc
 
 
 def _owner(rayjob: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ request gets its own ``GrammarMatcher`` (a pushdown automaton's state). Every st
 the rows that have one for a bitmask of the tokens the grammar allows next and masks those rows' logits on the
 device before sampling, so greedy and sampled decoding alike stay inside the grammar, and rows without a grammar
 share the batch untouched. A completion that runs out of ``max_tokens`` before the object closes ends with
-``finish_reason: "length"`` and ``structure_complete = False``: never presented as a valid object.
+``finish_reason: "length"``: never presented as a valid object.
 
 Why xgrammar (0.2.8): the grammar engine of vLLM, SGLang and TensorRT-LLM; it runs on CPU (bitmask filling is
 host-side C++, and so is applying a mask on CPU; a CUDA/Triton kernel on GPUs), takes a Hugging Face tokenizer
@@ -20,6 +20,7 @@ import re
 import threading
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import xgrammar as xgr
 from transformers import PreTrainedTokenizerBase
@@ -40,7 +41,6 @@ class GrammarCompiler:
     """Compiles response formats for one tokenizer; thread-safe (a server prepares requests off the loop)."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, vocab_size: int, stop_ids: frozenset[int]) -> None:
-        self.vocab_size = vocab_size
         self.info = xgr.TokenizerInfo.from_huggingface(
             tokenizer, vocab_size=vocab_size, stop_token_ids=sorted(stop_ids) or None
         )
@@ -48,8 +48,9 @@ class GrammarCompiler:
         # detokenizer drops them: inside a constrained object they are never allowed (stop tokens end it).
         specials = set(tokenizer.all_special_ids)
         specials |= {i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if t.special}
-        self.banned = torch.tensor(sorted(i for i in specials - stop_ids if i < vocab_size), dtype=torch.long)
-        self._keep: dict[int, torch.Tensor | None] = {}  # keep_words per bitmask width, shared by the grammars
+        self.banned = sorted(i for i in specials - stop_ids if i < vocab_size)
+        self._keep: dict[int, torch.Tensor | None] = {}
+        self._bitmasks: dict[tuple[int, int], torch.Tensor] = {}
         self._compiler = xgr.GrammarCompiler(self.info, max_threads=1, cache_limit_bytes=CACHE_LIMIT_BYTES)
         self._lock = threading.Lock()
 
@@ -69,29 +70,32 @@ class GrammarCompiler:
             ) from exc
 
     def matcher(self, fmt: ResponseFormat) -> Grammar:
-        return Grammar(xgr.GrammarMatcher(self.compile(fmt)), self.banned, self._keep)
+        return Grammar(xgr.GrammarMatcher(self.compile(fmt)), self)
+
+    # --- per step, on the loop's thread (one loop per engine, one compiler per engine) --------------------------
+    def bitmask(self, rows: int, vocab: int) -> torch.Tensor:
+        """The host bitmask for a step of ``rows`` rows, reused step after step."""
+        key = (rows, vocab)
+        if key not in self._bitmasks:
+            self._bitmasks[key] = xgr.allocate_token_bitmask(rows, vocab)
+        return self._bitmasks[key]
+
+    def keep_words(self, words: int) -> torch.Tensor | None:
+        """int32 words with every bit set but the control tokens' (None: none to clear), ANDed into bitmask rows."""
+        if words not in self._keep:
+            bits = np.ones(words * 32, dtype=bool)
+            bits[[i for i in self.banned if i < words * 32]] = False
+            packed = torch.from_numpy(np.packbits(bits, bitorder="little").view(np.int32).copy())
+            self._keep[words] = packed if self.banned else None
+        return self._keep[words]
 
 
 class Grammar:
     """One request's position in its grammar: which tokens may come next, and whether the object is closed."""
 
-    def __init__(self, matcher: xgr.GrammarMatcher, banned: torch.Tensor, keep: dict[int, torch.Tensor | None]) -> None:
+    def __init__(self, matcher: xgr.GrammarMatcher, compiler: GrammarCompiler) -> None:
         self.matcher = matcher
-        self.banned = banned
-        self._keep = keep
-
-    def keep_words(self, words: int) -> torch.Tensor | None:
-        """int32 words with every bit set but the control tokens' (None: none to clear), ANDed into a bitmask row."""
-        if words not in self._keep:
-            if not self.banned.numel():
-                self._keep[words] = None
-            else:
-                bits = torch.ones(words * 32, dtype=torch.bool)
-                bits[self.banned[self.banned < words * 32]] = False
-                weights = torch.tensor([1 << i for i in range(32)], dtype=torch.int64)
-                packed = (bits.view(words, 32).to(torch.int64) * weights).sum(1)
-                self._keep[words] = torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
-        return self._keep[words]
+        self.compiler = compiler
 
     def fill(self, bitmask: torch.Tensor, row: int) -> None:
         self.matcher.fill_next_token_bitmask(bitmask, row)
@@ -135,7 +139,8 @@ def mask_logits(logits: torch.Tensor, rows: list[tuple[int, Sequence]]) -> torch
     if not grammars:
         return logits
     vocab = logits.shape[-1]
-    bitmask = _bitmask(logits.shape[0], vocab)
+    compiler = grammars[0][1].grammar.compiler
+    bitmask = compiler.bitmask(logits.shape[0], vocab)
     bitmask.fill_(-1)  # all allowed: rows without a grammar
     masked_rows = []
     for row, seq in grammars:
@@ -147,7 +152,7 @@ def mask_logits(logits: torch.Tensor, rows: list[tuple[int, Sequence]]) -> torch
             seq.fail(exc)
     if not masked_rows:
         return logits
-    keep = grammars[0][1].grammar.keep_words(bitmask.shape[1])
+    keep = compiler.keep_words(bitmask.shape[1])
     if keep is not None:
         bitmask[masked_rows] &= keep
     masked = logits.clone()
@@ -155,17 +160,6 @@ def mask_logits(logits: torch.Tensor, rows: list[tuple[int, Sequence]]) -> torch
         masked, bitmask.to(logits.device, non_blocking=True), vocab_size=vocab, indices=masked_rows
     )
     return masked
-
-
-_BITMASKS: dict[tuple[int, int], torch.Tensor] = {}
-
-
-def _bitmask(rows: int, vocab: int) -> torch.Tensor:
-    """A host bitmask per (rows, vocab), reused step after step (the loop is single-threaded)."""
-    key = (rows, vocab)
-    if key not in _BITMASKS:
-        _BITMASKS[key] = xgr.allocate_token_bitmask(rows, vocab)
-    return _BITMASKS[key]
 
 
 def response_format_of(value: Any) -> ResponseFormat | None:

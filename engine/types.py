@@ -186,10 +186,14 @@ class LabelScores:
 
     @property
     def probabilities(self) -> dict[str, float]:
-        """Softmax over the candidates' summed log-likelihoods: a calibrated-within-the-set confidence."""
-        import math
+        return probabilities(self.logprobs)
 
-        top = max(self.logprobs.values())
-        exps = {k: math.exp(v - top) for k, v in self.logprobs.items()}
-        total = sum(exps.values())
-        return {k: v / total for k, v in exps.items()}
+
+def probabilities(logprobs: dict[str, float]) -> dict[str, float]:
+    """Softmax over candidates' summed log-likelihoods: a calibrated-within-the-set confidence."""
+    import math
+
+    top = max(logprobs.values())
+    exps = {k: math.exp(v - top) for k, v in logprobs.items()}
+    total = sum(exps.values())
+    return {k: v / total for k, v in exps.items()}

@@ -1,4 +1,4 @@
-"""Label, generate and OpenAI Batch on Ray Datasets: a Dataset in, a lazy Dataset out, one output row per input row.
+"""Label, generate, extract and OpenAI Batch on Ray Datasets: a Dataset in, a lazy Dataset out, one row per row.
 
 The shape of ``ray.data.llm``'s ``build_llm_processor(config)(ds)``: three ``map_batches`` steps, each returning
 the batch it was given with columns added, so every output row still carries its own input columns (no join back):
@@ -28,6 +28,7 @@ from phifleet.engine.config import EngineConfig
 from phifleet.engine.loading import resolve_model
 from phifleet.jobs.config import (
     BatchTask,
+    ExtractTask,
     GenerateTask,
     InputConfig,
     JobConfig,
@@ -114,6 +115,38 @@ def generate(
     return _process(ds, task, model, pool, keep_columns)
 
 
+def extract(
+    ds: DatasetLike,
+    schema: Mapping[str, Any],
+    *,
+    prompt_template: str = "{text}",
+    instruction: str | None = None,
+    max_tokens: int = 256,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    enum_probabilities: bool = True,
+    model: ModelLike = None,
+    pool: PoolLike = None,
+    keep_columns: KeepColumns = True,
+) -> ray.data.Dataset:
+    """Decode each row's object under the JSON ``schema`` (structured output) and return its fields as columns.
+
+    Returns a lazy Dataset: the input columns, then one typed column per top-level property (jobs.json_columns),
+    ``<field>_probability`` and ``<field>_logprobs`` for string-enum and boolean fields (label scoring), ``json``,
+    ``finish_reason``, ``prompt_tokens``, ``completion_tokens``, ``error``, ``error_code``.
+    """
+    task = ExtractTask(
+        schema=dict(schema),
+        prompt_template=prompt_template,
+        instruction=instruction,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+        enum_probabilities=enum_probabilities,
+    )
+    return _process(ds, task, model, pool, keep_columns)
+
+
 def batch(
     ds: DatasetLike,
     *,
@@ -137,7 +170,10 @@ def batch(
 
 
 def job_config(
-    task: LabelTask | GenerateTask | BatchTask, model: ModelLike, pool: PoolLike, text_column: str = "text"
+    task: LabelTask | GenerateTask | ExtractTask | BatchTask,
+    model: ModelLike,
+    pool: PoolLike,
+    text_column: str = "text",
 ) -> JobConfig:
     """The file jobs' config for an API call, validated by the same models (input and output are placeholders)."""
     return JobConfig(
@@ -160,7 +196,7 @@ def engine_config(model: ModelLike) -> EngineConfig:
 
 def _process(
     ds: DatasetLike,
-    task: LabelTask | GenerateTask | BatchTask,
+    task: LabelTask | GenerateTask | ExtractTask | BatchTask,
     model: ModelLike,
     pool: PoolLike,
     keep_columns: KeepColumns,
@@ -223,4 +259,4 @@ def _read(fmt: str, urls: list[str]) -> ray.data.Dataset:
     return getattr(ray.data, READERS[fmt])(urls, file_extensions=None)
 
 
-__all__ = ["batch", "build_steps", "engine_config", "generate", "job_config", "label", "output_schema"]
+__all__ = ["batch", "build_steps", "engine_config", "extract", "generate", "job_config", "label", "output_schema"]

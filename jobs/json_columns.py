@@ -61,7 +61,7 @@ def arrow_type(schema: Any) -> pa.DataType:
     if not isinstance(schema, dict):
         return JSON_TEXT
     kinds = [k for k in _types(schema) if k != "null"]
-    if kinds == ["integer", "number"] or kinds == ["number", "integer"]:
+    if sorted(kinds) == ["integer", "number"]:
         return pa.float64()
     if len(kinds) != 1:
         return JSON_TEXT

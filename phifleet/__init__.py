@@ -4,7 +4,7 @@ The one import root. The repository keeps a folder per layer (``engine/``, ``pro
 ``serve/``, ``cluster/``, ``helm/``); the package mapping in pyproject.toml installs them as
 ``phifleet.engine``, ``phifleet.protocol``, … so nothing generic lands in site-packages.
 
-The Python API on Ray Datasets (``phifleet.label``, ``phifleet.generate``, ``phifleet.batch``, from
+The Python API on Ray Datasets (``phifleet.label``, ``generate``, ``extract``, ``batch``, from
 ``phifleet.jobs.api``) and the configs it takes load on first use: ``import phifleet`` stays free of Ray,
 torch and transformers.
 """
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from phifleet.engine.config import EngineConfig
-    from phifleet.jobs.api import batch, generate, label
+    from phifleet.jobs.api import batch, extract, generate, label
     from phifleet.jobs.config import PoolConfig
 
 try:
@@ -28,11 +28,12 @@ except PackageNotFoundError:  # a source tree that was never installed
 _HOMES = {
     "label": "phifleet.jobs.api",
     "generate": "phifleet.jobs.api",
+    "extract": "phifleet.jobs.api",
     "batch": "phifleet.jobs.api",
     "EngineConfig": "phifleet.engine.config",
     "PoolConfig": "phifleet.jobs.config",
 }
-__all__ = ["EngineConfig", "PoolConfig", "__version__", "batch", "generate", "label"]
+__all__ = ["EngineConfig", "PoolConfig", "__version__", "batch", "extract", "generate", "label"]
 
 
 def __getattr__(name: str) -> Any:

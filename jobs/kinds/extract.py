@@ -13,7 +13,6 @@ token, scoring is over whole values), ``json`` is the object as written, scored 
 from __future__ import annotations
 
 import json
-import math
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -21,7 +20,7 @@ import pyarrow as pa
 
 from phifleet.engine.chat_template import render_chat_prompt
 from phifleet.engine.prompts import DEFAULT_EXTRACT_INSTRUCTION
-from phifleet.engine.types import GenerationRequest, Prompt, ResponseFormat, SamplingParams
+from phifleet.engine.types import GenerationRequest, Prompt, ResponseFormat, SamplingParams, probabilities
 from phifleet.engine.validation import RequestValidator
 from phifleet.jobs.config import ExtractTask
 from phifleet.jobs.json_columns import arrow_value, choices, property_fields
@@ -41,8 +40,8 @@ class ExtractShape:
         self.task = task
         self.fields = property_fields(task.json_schema)
         props = task.json_schema["properties"]
-        self.choices = {f.name: choices(props[f.name]) for f in self.fields} if task.enum_probabilities else {}
-        self.choices = {name: values for name, values in self.choices.items() if values}
+        found = {f.name: choices(props[f.name]) for f in self.fields} if task.enum_probabilities else {}
+        self.choices = {name: values for name, values in found.items() if values}
 
     def output_fields(self) -> list[pa.Field]:
         out = list(self.fields)
@@ -63,7 +62,8 @@ class ExtractShape:
         for name in self.choices:  # an optional field the object left out has no probabilities (null)
             row[f"{name}_probability"] = output["probability"].get(name)
             row[f"{name}_logprobs"] = output["logprobs"].get(name)
-        row.update({k: output[k] for k in ("json", "finish_reason", "prompt_tokens", "completion_tokens")})
+        row["json"] = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+        row.update({k: output[k] for k in ("finish_reason", "prompt_tokens", "completion_tokens")})
         return row
 
 
@@ -75,19 +75,19 @@ def _key(value: Any) -> str:
 def field_value_spans(text: str) -> dict[str, tuple[int, int]]:
     """Character span of each top-level property's value in the JSON object ``text``."""
     decoder = json.JSONDecoder()
-    starts: dict[str, tuple[int, int]] = {}
+    spans: dict[str, tuple[int, int]] = {}
     i = text.index("{") + 1
     while True:
         while text[i].isspace():
             i += 1
         if text[i] == "}":
-            return starts
+            return spans
         key, i = decoder.raw_decode(text, i)
         while text[i].isspace() or text[i] == ":":
             i += 1
         start = i
         _, i = decoder.raw_decode(text, i)
-        starts[key] = (start, i)
+        spans[key] = (start, i)
         while text[i].isspace() or text[i] == ",":
             i += 1
 
@@ -178,16 +178,14 @@ class ExtractKind(JobKind[ExtractTask]):
             for name in scored:
                 values = self.shape.choices[name]
                 scores = self._score(engine, seq, result.text, ids, offsets, spans[name], values)
+                logprobs[name] = {_key(v): s for v, s in zip(values, scores, strict=True)}
+                shares = probabilities(logprobs[name])
                 best = max(range(len(values)), key=scores.__getitem__)
                 obj[name] = values[best]  # filled by scoring: the likeliest value as a whole, not token by token
-                top = max(scores)
-                total = sum(math.exp(s - top) for s in scores)
-                probability[name] = math.exp(scores[best] - top) / total
-                logprobs[name] = {_key(v): s for v, s in zip(values, scores, strict=True)}
+                probability[name] = shares[_key(values[best])]
             obj = self._valid(obj, result.text)  # a scored value stays inside the schema
         output = {
             "object": obj,
-            "json": json.dumps(obj, ensure_ascii=False, allow_nan=False),
             "finish_reason": result.finish_reason,
             "prompt_tokens": result.prompt_tokens,
             "completion_tokens": result.completion_tokens,

@@ -1,4 +1,4 @@
-"""The Python API on Ray Datasets: phifleet.label / generate / batch take a Dataset (or paths) and return one.
+"""The Python API on Ray Datasets: phifleet.label / generate / extract / batch take a Dataset (or paths), return one.
 
 The fast tests check validation, `import phifleet` and the three steps on pyarrow tables without Ray; the slow ones
 run the lazy Dataset on a real local Ray with the tiny model, and compare with the file job for the same rows.
@@ -128,6 +128,26 @@ def test_label_steps_on_pyarrow_batches_without_ray():
     hashed = api_row_id(kind, {"text": "No id here"})
     assert hashed == content_id({"text": "No id here"}) == api_row_id(kind, {"text": "No id here"})
     assert hashed.startswith("row-") and hashed != api_row_id(kind, {"text": "No id here", "stars": 1})
+
+
+def test_extract_steps_give_typed_columns_and_enum_probabilities():
+    """phifleet.extract's steps: the schema's fields as columns after the input's, probabilities over the enum, an
+    object cut by max_tokens that row's error (null fields)."""
+    from phifleet.engine.tiny.build import review_schema
+    from phifleet.jobs.config import ExtractTask
+
+    schema = review_schema(["sentiment", "product"], LABELS)
+    rows = [{"id": 1, "text": "The kettle is awful."}, {"id": 2, "text": "I love this lamp, it is great."}]
+    out = _steps(ExtractTask(schema=schema), ("id",))(pa.Table.from_pylist(rows))
+    assert out.column_names[:3] == ["id", "sentiment", "product"]
+    assert out.schema.field("sentiment_logprobs").type == pa.struct([(name, pa.float64()) for name in LABELS])
+    kettle, lamp = out.to_pylist()
+    assert (kettle["sentiment"], lamp["sentiment"]) == ("negative", "positive") and kettle["error"] is None
+    assert json.loads(kettle["json"]) == {"sentiment": "negative", "product": kettle["product"]}
+    assert 0.5 < kettle["sentiment_probability"] <= 1
+    (cut,) = _steps(ExtractTask(schema=schema, max_tokens=3), ("id",))(pa.Table.from_pylist(rows[:1])).to_pylist()
+    assert cut["sentiment"] is None and cut["error_code"] == "incomplete_output"
+    assert "extract" in phifleet.__all__ and inspect.signature(phifleet.extract).parameters["schema"]
 
 
 def test_batch_steps_take_json_bodies_and_a_malformed_one_is_that_rows_error():

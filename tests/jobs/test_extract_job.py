@@ -81,7 +81,6 @@ def test_an_optional_enum_left_out_is_null_not_an_error():
     row = kind.shape.flatten(
         {
             "object": {"n": 3},
-            "json": "{}",
             "finish_reason": "stop",
             "prompt_tokens": 1,
             "completion_tokens": 1,
