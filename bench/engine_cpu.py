@@ -232,14 +232,22 @@ def label_rows(plain: Engine, cached: Engine, n: int, repeats: int) -> tuple[lis
         return cached.generate([GenerationRequest(p, params) for p in prompts])
 
     t_gen, generated = timed(fresh_cache_then_generate, repeats)
+    t_gen_plain, gen_plain = timed(lambda: plain.generate([GenerationRequest(p, params) for p in prompts]), repeats)
     diff = max(
         abs(a.logprobs[k] - b.logprobs[k]) for a, b in zip(scored_plain, scored_cached, strict=True) for k in LABELS
     )
     acc = sum(s.label == r.label for s, r in zip(scored_cached, data, strict=True)) / n
     acc_gen = sum(g.text.strip() == r.label for g, r in zip(generated, data, strict=True)) / n
+    acc_gen_plain = sum(g.text.strip() == r.label for g, r in zip(gen_plain, data, strict=True)) / n
     rows = [
         ["scoring, prefix reuse off", f"{n / t_plain:.0f}", "1.00x", f"{acc:.1%}"],
         ["scoring, prefix reuse on", f"{n / t_cached:.0f}", f"{t_plain / t_cached:.2f}x", f"{acc:.1%}"],
+        [
+            "generate the label (4 tokens), prefix reuse off",
+            f"{n / t_gen_plain:.0f}",
+            f"{t_plain / t_gen_plain:.2f}x",
+            f"{acc_gen_plain:.1%}",
+        ],
         [
             "generate the label (4 tokens), prefix reuse on",
             f"{n / t_gen:.0f}",

@@ -32,6 +32,15 @@ def block_bucket(width: int) -> int:
     return b
 
 
+def kept_bytes(max_rows: int, max_blocks: int, vocab: int, itemsize: int) -> int:
+    """What captured graphs hold past their capture, at most: each (batch bucket, width) graph keeps its logits
+    [rows, vocab] (intermediates return to the shared pool). For Phi-4 at 128 rows and a 16K context, ~0.7 GB —
+    memory the KV pool must not count on."""
+    rows = sum((*(b for b in BATCH_BUCKETS if b < max_rows), max_rows))
+    widths = len({block_bucket(w) for w in range(1, max_blocks + 1)})
+    return rows * widths * vocab * itemsize
+
+
 @dataclass
 class _Captured:
     graph: torch.cuda.CUDAGraph

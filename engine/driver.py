@@ -2,8 +2,8 @@
 
 Requests join the running batch at the next step, streaming and non-streaming alike (they share steps), and a
 cancelled request leaves at the next step. Other engine work (label scoring) runs between steps on the same
-thread, so nothing touches the model concurrently. A step that fails as a whole fails the requests it held,
-each told once (with those waiting beside them), and the loop goes on for everyone after.
+thread, so nothing touches the model concurrently. A step that fails as a whole fails the requests it held, each
+told once; those still waiting for a place run at a later step, and the loop goes on.
 """
 
 from __future__ import annotations
@@ -137,8 +137,10 @@ class EngineDriver:
         try:
             advanced = self.loop.step()
         except Exception as exc:  # the forward pass itself broke: its requests fail, the loop goes on
-            log.exception("an engine step failed; failing the %d requests it held", len(self._listeners))
-            self._fail_all(exc)
+            held = self.loop.running()
+            log.exception("an engine step failed; failing the %d requests it held", len(held) or len(self._listeners))
+            # With nothing running the failure was not any request's step: all fail, or the loop would spin on it.
+            self._fail(held or None, exc)
             return
         self._count(advanced)
         for seq in advanced:
@@ -180,9 +182,14 @@ class EngineDriver:
             st.largest_kind_step[kind] = max(st.largest_kind_step.get(kind, 0), n)
 
     def _fail_all(self, exc: BaseException) -> None:
-        listeners, self._listeners = self._listeners, {}
-        listening = [listener for seq, listener, _ in listeners.values() if not seq.cancelled]
-        self.loop.abort([seq for seq, _, _ in listeners.values()])
+        self._fail(None, exc)
+
+    def _fail(self, seqs: list[Sequence] | None, exc: BaseException) -> None:
+        """Fail these requests (None: every one the driver holds), each listener told once."""
+        doomed = list(self._listeners) if seqs is None else [id(s) for s in seqs if id(s) in self._listeners]
+        failed = [self._listeners.pop(key) for key in doomed]
+        listening = [listener for seq, listener, _ in failed if not seq.cancelled]  # before abort cancels them
+        self.loop.abort([seq for seq, _, _ in failed])
         for listener in listening:
             _tell(listener, exc)
 

@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerBase
 from phifleet.engine import deepspeed_prep
 from phifleet.engine.chat_template import ENDOFTEXT, IM_END
 from phifleet.engine.config import EngineConfig
+from phifleet.engine.cuda_graphs import kept_bytes
 from phifleet.engine.errors import InvalidRequestError
 from phifleet.engine.generation_loop import GenerationLoop, LoopConfig, kv_shape_of
 from phifleet.engine.loading import (
@@ -25,6 +26,7 @@ from phifleet.engine.scoring import label_logprobs
 from phifleet.engine.sequence import Sequence as Seq
 from phifleet.engine.static_batching import decode_steps, length_buckets
 from phifleet.engine.structured_output import GrammarCompiler
+from phifleet.engine.tree_scoring import TreeScorer
 from phifleet.engine.types import GenerationRequest, GenerationResult, LabelScores, Prompt, StreamDelta
 from phifleet.engine.validation import RequestValidator
 
@@ -159,12 +161,16 @@ class Engine:
         )
 
     def _kv_tokens_that_fit(self) -> int:
-        """What gpu_memory_utilization leaves after the weights and one step's activations (plus 1 GiB slack)."""
+        """What gpu_memory_utilization leaves after the weights, one step's activations, the captured decode graphs'
+        logits and 1 GiB of slack."""
         free, total = torch.cuda.mem_get_info(self.device)
         hf = self.hf_model.config
         itemsize = torch.empty((), dtype=self.config.resolved_dtype()).element_size()
         step = self.config.resolved_max_step_tokens()
         activations = step * (4 * hf.intermediate_size + 6 * hf.hidden_size) * itemsize + 2**30
+        if self.config.cuda_graphs:
+            max_blocks = -(-self.max_model_len // self.config.kv_block_size)
+            activations += kept_bytes(self.max_batch_size, max_blocks, hf.vocab_size, itemsize)
         budget = int(total * self.config.gpu_memory_utilization) - (total - free) - activations
         per_token = kv_shape_of(self.hf_model, 1, 1).bytes_per_block()
         return max(budget // per_token, self.max_model_len)
@@ -267,18 +273,58 @@ class Engine:
     def score_continuations(self, prompt_ids: list[int], options: Sequence[Sequence[int]]) -> list[float]:
         """Summed log-probability of each token sequence in ``options`` right after ``prompt_ids`` (any prompt:
         an assistant turn already begun, e.g. a JSON object up to one field's value). Continuous engine only."""
+        self._require_continuous()
+        self._check_continuation(prompt_ids, options, "")
+        return self.loop().score([list(prompt_ids)], [list(o) for o in options])[0]
+
+    def score_continuations_each(
+        self, items: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]]
+    ) -> list[list[float] | InvalidRequestError]:
+        """``score_continuations`` for many (prompt, options) pairs in one call, each prompt with its own options:
+        the prompts run many to a forward pass (up to ``max_step_tokens``) instead of one pass each.
+
+        An item that fails validation gets its InvalidRequestError in its place and the others are still scored;
+        an exception of the pass itself (the device, a prompt the KV pool cannot hold) propagates: the caller
+        decides whether to retry the items apart.
+        """
+        self._require_continuous()
+        out: list[list[float] | InvalidRequestError] = []
+        valid: list[int] = []
+        for i, (prompt_ids, options) in enumerate(items):
+            try:
+                self._check_continuation(prompt_ids, options, f"items[{i}].")
+            except InvalidRequestError as exc:
+                out.append(exc)
+                continue
+            out.append([])
+            valid.append(i)
+        if valid:
+            scorer = TreeScorer(self.loop())
+            prompts = [list(items[i][0]) for i in valid]
+            scores = scorer.score_each(prompts, [[list(o) for o in items[i][1]] for i in valid])
+            for i, row in zip(valid, scores, strict=True):
+                out[i] = row
+        return out
+
+    def _require_continuous(self) -> None:
         if self.batching != "continuous":
             raise InvalidRequestError("scoring continuations needs the continuous engine", param="engine.batching")
+
+    def _check_continuation(self, prompt_ids: Sequence[int], options: Sequence[Sequence[int]], at: str) -> None:
+        """One (prompt, options) pair fits a scoring pass; ``at`` prefixes the parameter the error names."""
+        if not prompt_ids:
+            raise InvalidRequestError("the prompt needs at least one token", param=f"{at}prompt")
+        if not options:
+            raise InvalidRequestError("at least one option is needed", param=f"{at}options")
         if any(not o for o in options):
-            raise InvalidRequestError("every option needs at least one token", param="options")
+            raise InvalidRequestError("every option needs at least one token", param=f"{at}options")
         longest = max(len(o) for o in options)
         if len(prompt_ids) + longest > self.max_model_len:
             raise InvalidRequestError(
                 f"the prompt ({len(prompt_ids)} tokens) and its longest option ({longest}) exceed the context window "
                 f"of {self.max_model_len} tokens",
-                param="prompt",
+                param=f"{at}prompt",
             )
-        return self.loop().score([list(prompt_ids)], [list(o) for o in options])[0]
 
     def close(self) -> None:
         """Free the KV pool (and captured graphs); a later call builds them again."""

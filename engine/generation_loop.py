@@ -77,6 +77,10 @@ class GenerationLoop:
     def has_work(self) -> bool:
         return self.scheduler.has_work()
 
+    def running(self) -> list[Sequence]:
+        """The requests holding KV now (the ones a failed step was computing)."""
+        return [r.seq for r in self.scheduler.running]
+
     # --- one step --------------------------------------------------------------------------
     def step(self) -> list[Sequence]:
         """Run one forward pass; returns the sequences that received a token."""

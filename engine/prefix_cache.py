@@ -4,7 +4,8 @@ A block is named by a chain hash (SHA-256 of its parent's name and its own token
 token prefixes, and a request whose prompt starts with cached blocks takes a reference to them instead of
 computing them: a system prompt or a label instruction is computed once per replica, not once per request. The
 cache holds one reference of its own per block; blocks that only the cache holds are evicted least recently used
-first when the pool needs room.
+first when the pool needs room, leaves before their parents: a block is reachable only through its whole chain,
+so a parent evicted under a cached child would leave the child unreachable yet holding its space.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class PrefixCache:
         self.pool = pool
         self._blocks: OrderedDict[bytes, int] = OrderedDict()
         self._names: dict[int, bytes] = {}
+        self._parent: dict[bytes, bytes] = {}  # name -> its parent's name (ROOT for a first block)
+        self._children: dict[bytes, int] = {}  # name (cached or not) -> how many cached blocks continue it
         self.hits = 0  # blocks reused
         self.queries = 0  # blocks looked up
 
@@ -63,31 +66,54 @@ class PrefixCache:
         self.hits += len(blocks)
         return blocks, names
 
-    def insert(self, names: list[bytes], blocks: list[int]) -> None:
-        """Register computed full blocks under their names (a name already cached keeps its block)."""
+    def insert(self, names: list[bytes], blocks: list[int], parent: bytes = ROOT) -> None:
+        """Register computed full blocks under their names (a name already cached keeps its block); ``parent`` is
+        the name of the block before ``names[0]``."""
         for name, block in zip(names, blocks, strict=False):
-            if name in self._blocks or block in self._names:
-                continue
-            self.pool.share(block)
-            self._blocks[name] = block
-            self._names[block] = name
+            if name not in self._blocks and block not in self._names:
+                self.pool.share(block)
+                self._blocks[name] = block
+                self._names[block] = name
+                self._parent[name] = parent
+                self._children[parent] = self._children.get(parent, 0) + 1
+            parent = name
 
     def evict(self, wanted: int) -> int:
-        """Free up to ``wanted`` blocks that nothing but the cache holds, oldest first; returns how many."""
+        """Free up to ``wanted`` blocks that nothing but the cache holds, least recently used leaves first (a
+        parent goes once its last cached child has); returns how many."""
         freed = 0
         for name in list(self._blocks):
+            while freed < wanted and name in self._blocks and self._removable(name):
+                parent = self._parent[name]
+                self._remove(name)
+                freed += 1
+                name = parent  # the chain shortens from its end: its parent may be a leaf now
             if freed >= wanted:
                 break
-            block = self._blocks[name]
-            if self.pool.refs(block) == 1:
-                del self._blocks[name]
-                del self._names[block]
-                self.pool.release([block])
-                freed += 1
         return freed
 
     def evictable(self) -> int:
-        return sum(1 for b in self._blocks.values() if self.pool.refs(b) == 1)
+        """Blocks ``evict`` could free now: held by the cache alone, and so is every cached block after them."""
+        pinned: set[bytes] = set()
+        for name, block in self._blocks.items():
+            if self.pool.refs(block) == 1:
+                continue
+            while name in self._blocks and name not in pinned:  # a held block pins its whole chain
+                pinned.add(name)
+                name = self._parent[name]
+        return len(self._blocks) - len(pinned)
 
     def clear(self) -> None:
         self.evict(len(self._blocks))
+
+    def _removable(self, name: bytes) -> bool:
+        return name not in self._children and self.pool.refs(self._blocks[name]) == 1
+
+    def _remove(self, name: bytes) -> None:
+        block = self._blocks.pop(name)
+        del self._names[block]
+        parent = self._parent.pop(name)
+        self._children[parent] -= 1
+        if not self._children[parent]:
+            del self._children[parent]
+        self.pool.release([block])

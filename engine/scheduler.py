@@ -35,6 +35,7 @@ class Running:
     computed: int = 0  # leading tokens whose K/V are in the pool
     preemptions: int = 0
     names: list[bytes] = field(default_factory=list)  # prefix-cache names of its computed full prompt blocks
+    prompt_names: list[bytes] | None = None  # names of all its full prompt blocks, once asked for
 
     @property
     def generated(self) -> int:
@@ -98,6 +99,11 @@ class Scheduler:
     # --- requests in and out ---------------------------------------------------------------
     def add(self, seq: Sequence) -> Running:
         total = len(seq.prompt_ids) + seq.max_tokens
+        if total > self.max_model_len:  # the validator refuses these first; positions past it were never trained
+            raise RequestTooLongError(
+                f"prompt ({len(seq.prompt_ids)} tokens) plus max_tokens ({seq.max_tokens}) exceeds the context "
+                f"window of {self.max_model_len} tokens"
+            )
         if self.pool.blocks_for(total) > self.pool.capacity:
             raise RequestTooLongError(
                 f"prompt ({len(seq.prompt_ids)} tokens) plus max_tokens ({seq.max_tokens}) needs "
@@ -137,11 +143,15 @@ class Scheduler:
                 n = min(budget, len(req.tokens) - req.computed)
                 prefills.append(PrefillWork(req, req.computed, n))
                 budget -= n
+        pending = self._pending_prompt_blocks() if self.waiting and self.prefix_cache is not None else {}
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             req = self.waiting[0]
             shared, names = [], []
             if self.prefix_cache is not None:  # at least the last token is computed: its logits are needed
                 shared, names = self.prefix_cache.match(req.tokens, len(req.tokens) - 1)
+                if self._next_block_pending(req, names, pending):
+                    self.pool.release(shared)
+                    break  # its next block is being computed by another request: reuse it a step or two later
             need = self.pool.blocks_for(len(req.tokens)) - len(shared)
             if not self._make_room(need):
                 self.pool.release(shared)
@@ -154,7 +164,34 @@ class Scheduler:
             n = min(budget, len(req.tokens) - req.computed)
             prefills.append(PrefillWork(req, req.computed, n))
             budget -= n
+            if self.prefix_cache is not None:
+                for name in self._prompt_names(req)[len(names) :]:
+                    pending.setdefault(name, req)
         return ScheduledStep(decodes, prefills)
+
+    def _prompt_names(self, req: Running) -> list[bytes]:
+        """Chain names of the request's full prompt blocks that ``match`` could ever return (computed once)."""
+        if req.prompt_names is None:
+            full = (len(req.seq.prompt_ids) - 1) // self.pool.block_size
+            req.prompt_names = block_names(req.seq.prompt_ids, self.pool.block_size, full)
+        return req.prompt_names
+
+    def _pending_prompt_blocks(self) -> dict[bytes, Running]:
+        """Prompt blocks running requests will compute but have not yet: a request that starts with them waits."""
+        pending: dict[bytes, Running] = {}
+        for req in self.running:
+            if req.prefilling:
+                for name in self._prompt_names(req)[len(req.names) :]:
+                    pending.setdefault(name, req)
+        return pending
+
+    def _next_block_pending(self, req: Running, names: list[bytes], pending: dict[bytes, Running]) -> bool:
+        """Requests arriving together with a common prefix (a system prompt) would each compute it: the first
+        computes it, the others wait until it is cached and then share it by reference."""
+        if not pending:
+            return False
+        own = self._prompt_names(req)
+        return len(own) > len(names) and own[len(names)] in pending
 
     def fail_unadmittable(self) -> None:
         """Nothing runs and the first waiting request still does not fit (blocks held elsewhere): fail it rather
@@ -172,9 +209,10 @@ class Scheduler:
             self.drop_finished()
 
     def _make_room(self, blocks: int) -> bool:
-        """Whether ``blocks`` are free, evicting cached prefix blocks nobody uses if that is what it takes."""
+        """Whether ``blocks`` are free, evicting cached prefix blocks nobody uses if that is what it takes (and only
+        then: a request that must wait anyway leaves the cache as it is)."""
         short = blocks - self.pool.free_blocks
-        if short > 0 and self.prefix_cache is not None:
+        if short > 0 and self.prefix_cache is not None and self.prefix_cache.evictable() >= short:
             self.prefix_cache.evict(short)
         return blocks <= self.pool.free_blocks
 
@@ -225,6 +263,10 @@ class Scheduler:
         if full <= len(req.names):
             return
         parent = req.names[-1] if req.names else ROOT
-        new = block_names(req.tokens, self.pool.block_size, full, start=len(req.names), parent=parent)
-        self.prefix_cache.insert(new, req.blocks[len(req.names) : full])
+        known = self._prompt_names(req)
+        if full <= len(known):  # named already when it was admitted
+            new = known[len(req.names) : full]
+        else:
+            new = block_names(req.tokens, self.pool.block_size, full, start=len(req.names), parent=parent)
+        self.prefix_cache.insert(new, req.blocks[len(req.names) : full], parent)
         req.names += new

@@ -6,6 +6,9 @@ own earlier tokens only. Log-probabilities are read at the last prompt token (ev
 each branch token (the next token of that label). The prompt's leading blocks come from the prefix cache when
 another prompt already computed them (a shared instruction), and its own full blocks are cached for the next.
 No KV is copied per label, and nothing is decoded.
+
+Prompts run many to a pass (up to ``max_step_tokens``), each against the same labels (``score``) or its own
+(``score_each``: extract scores every row's fields, each value tokenized with the text around it, in one call).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from phifleet.engine.prefix_cache import ROOT, block_names
 
 @dataclass
 class _Branches:
-    """The label tokens fed as inputs, which label each belongs to, and what each row predicts."""
+    """One prompt's labels as the pass feeds them: every label's tokens but its last, and which label each is."""
 
+    labels: list[list[int]]
     inputs: list[int]  # every label's tokens but its last
     owner: list[int]  # label index of each input
     offsets: list[int]  # where each label's inputs start within ``inputs``
@@ -36,7 +40,20 @@ class _Branches:
             offsets.append(len(inputs))
             inputs += label[:-1]
             owner += [i] * (len(label) - 1)
-        return cls(inputs, owner, offsets)
+        return cls(labels, inputs, owner, offsets)
+
+    def picks(self) -> tuple[list[int], list[int], list[int]]:
+        """(logits row, token, label) of every label token. Row 0 is the prompt's last token (it predicts each
+        label's first token), row 1 + j branch input j (it predicts the next token of its label)."""
+        rows: list[int] = []
+        tokens: list[int] = []
+        owner: list[int] = []
+        for li, label in enumerate(self.labels):
+            first = 1 + self.offsets[li]
+            rows += [0, *range(first, first + len(label) - 1)]
+            tokens += label
+            owner += [li] * len(label)
+        return rows, tokens, owner
 
 
 class TreeScorer:
@@ -51,26 +68,37 @@ class TreeScorer:
 
     def score(self, prompts: list[list[int]], labels: list[list[int]]) -> list[list[float]]:
         """Summed log-probability of each label's tokens after each prompt: [prompts][labels]."""
-        branches = _Branches.of(labels)
+        return self._score(prompts, [_Branches.of(labels)] * len(prompts))
+
+    def score_each(self, prompts: list[list[int]], labels: list[list[list[int]]]) -> list[list[float]]:
+        """Each prompt against its own labels (``labels[i]`` after ``prompts[i]``), still many prompts per pass:
+        [prompts][that prompt's labels]."""
+        if len(labels) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(labels)} label lists")
+        return self._score(prompts, [_Branches.of(each) for each in labels])
+
+    @torch.inference_mode()
+    def _score(self, prompts: list[list[int]], branches: list[_Branches]) -> list[list[float]]:
         results: list[list[float]] = [[] for _ in prompts]
         group: list[tuple[int, list[int], int]] = []  # (prompt index, blocks, computed)
         group_tokens = 0
         try:
             for i, prompt in enumerate(prompts):
-                blocks, computed = self._admit(prompt, len(branches.inputs), bool(group))
+                nb = len(branches[i].inputs)
+                blocks, computed = self._admit(prompt, nb, bool(group))
                 if blocks is None:  # no room beside the group: run it, then this prompt alone
-                    self._run(group, prompts, labels, branches, results)
+                    self._run(group, prompts, branches, results)
                     group, group_tokens = [], 0
-                    blocks, computed = self._admit(prompt, len(branches.inputs), False)
+                    blocks, computed = self._admit(prompt, nb, False)
                 try:
-                    computed = self._prefill_alone(prompt, blocks, computed, len(branches.inputs))
+                    computed = self._prefill_alone(prompt, blocks, computed, nb)
                 except BaseException:
                     self.pool.release(blocks)
                     raise
-                cost = len(prompt) - computed + len(branches.inputs)
+                cost = len(prompt) - computed + nb
                 if group and group_tokens + cost > self.budget:
                     try:
-                        self._run(group, prompts, labels, branches, results)
+                        self._run(group, prompts, branches, results)
                     except BaseException:
                         self.pool.release(blocks)  # not in the group yet: the finally below would miss them
                         raise
@@ -80,9 +108,9 @@ class TreeScorer:
                 if i == 0 and self.cache is not None and computed < (len(prompt) - 1) // self.bs * self.bs:
                     # A cold cache: the first prompt runs alone, so the prompts after it find the leading blocks
                     # they share with it (a common instruction) already computed.
-                    self._run(group, prompts, labels, branches, results)
+                    self._run(group, prompts, branches, results)
                     group, group_tokens = [], 0
-            self._run(group, prompts, labels, branches, results)
+            self._run(group, prompts, branches, results)
         finally:
             for _, blocks, _ in group:
                 self.pool.release(blocks)
@@ -95,7 +123,9 @@ class TreeScorer:
             shared, _ = self.cache.match(prompt, len(prompt) - 1)
         need = self.pool.blocks_for(len(prompt) + branch_len) - len(shared)
         short = need - self.pool.free_blocks
-        if short > 0 and self.cache is not None:
+        # Alone, it takes what it needs (preempting generations after the cache); beside a group it waits for the
+        # group to run unless the cache alone makes room.
+        if short > 0 and self.cache is not None and (not others_waiting or self.cache.evictable() >= short):
             self.cache.evict(short)
         if need > self.pool.free_blocks and others_waiting:
             self.pool.release(shared)
@@ -130,7 +160,7 @@ class TreeScorer:
             computed += n
         return computed
 
-    def _run(self, group, prompts, labels, branches: _Branches, results) -> None:
+    def _run(self, group, prompts, branches: list[_Branches], results) -> None:
         if not group:
             return
         dev = self.loop.device
@@ -139,20 +169,24 @@ class TreeScorer:
         slots: list[torch.Tensor] = []
         chunks: list[PrefillChunk] = []
         rows: list[int] = []  # flat token index of each logits row
-        nb = len(branches.inputs)
-        owner = torch.tensor(branches.owner, dtype=torch.long)
+        picks: tuple[list[int], list[int], list[int]] = ([], [], [])  # (logits row, token, label) over the group
+        spans: list[tuple[int, int]] = []  # each prompt's labels within the group's flat list of labels
         for i, blocks, computed in group:
-            prompt = prompts[i]
-            p = len(prompt)
+            prompt, br = prompts[i], branches[i]
+            p, nb = len(prompt), len(br.inputs)
             ctx = self.loop._slots_of(blocks, p + nb)
             offset = len(ids)
-            ids += prompt[computed:] + branches.inputs
+            ids += prompt[computed:] + br.inputs
             pos += list(range(computed, p))
-            pos += [p + j - branches.offsets[o] for j, o in enumerate(branches.owner)]
+            pos += [p + j - br.offsets[o] for j, o in enumerate(br.owner)]
             slots.append(ctx[computed:])
-            chunks.append(
-                PrefillChunk(offset, p - computed + nb, computed, ctx.to(dev), self._mask(p, computed, owner))
-            )
+            chunks.append(PrefillChunk(offset, p - computed + nb, computed, ctx.to(dev), self._mask(p, computed, br)))
+            row, token, label = br.picks()
+            first = spans[-1][1] if spans else 0
+            picks[0].extend(len(rows) + r for r in row)
+            picks[1].extend(token)
+            picks[2].extend(first + li for li in label)
+            spans.append((first, first + len(br.labels)))
             rows.append(offset + p - 1 - computed)
             rows += range(offset + p - computed, offset + p - computed + nb)
         batch = StepBatch(
@@ -166,26 +200,10 @@ class TreeScorer:
             logits_index=torch.tensor(rows, dtype=torch.long, device=dev),
         )
         logp = torch.log_softmax(self.loop.runner.forward(batch).float(), dim=-1)
-        # Row r of a prompt: 0 is its last prompt token, 1 + j its j-th branch input.
-        per_prompt = 1 + nb
-        pick_rows: list[int] = []
-        pick_tokens: list[int] = []
-        pick_label: list[int] = []
-        for li, label in enumerate(labels):
-            pick_rows.append(0)
-            pick_tokens.append(label[0])
-            pick_label.append(li)
-            for j in range(1, len(label)):
-                pick_rows.append(1 + branches.offsets[li] + j - 1)
-                pick_tokens.append(label[j])
-                pick_label.append(li)
-        r = torch.tensor(pick_rows, device=dev)
-        t = torch.tensor(pick_tokens, device=dev)
-        lab = torch.tensor(pick_label, device=dev)
-        grid = logp.view(len(group), per_prompt, -1)[:, r, t]  # [prompts, picks]
-        sums = torch.zeros(len(group), len(labels), device=dev).index_add_(1, lab, grid)
-        for (i, _, _), row in zip(group, sums.tolist(), strict=True):
-            results[i] = row
+        r, t, lab = (torch.tensor(x, dtype=torch.long, device=dev) for x in picks)
+        sums = torch.zeros(spans[-1][1], device=dev).index_add_(0, lab, logp[r, t]).tolist()
+        for (i, _, _), (a, b) in zip(group, spans, strict=True):
+            results[i] = sums[a:b]
         while group:  # each prompt's blocks released exactly once, even if caching one of them raises
             i, blocks, _ = group.pop()
             try:
@@ -193,8 +211,9 @@ class TreeScorer:
             finally:
                 self.pool.release(blocks)
 
-    def _mask(self, p: int, computed: int, owner: torch.Tensor) -> torch.Tensor:
+    def _mask(self, p: int, computed: int, branches: _Branches) -> torch.Tensor:
         """[queries, keys]: prompt rows causal; a branch row sees the prompt and its own label's earlier tokens."""
+        owner = torch.tensor(branches.owner, dtype=torch.long)
         nb = owner.shape[0]
         store = torch.cat([torch.arange(computed, p), p + torch.arange(nb)])
         keys = torch.arange(p + nb)

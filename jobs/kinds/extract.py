@@ -8,11 +8,15 @@ field (so conditioned on the fields before it), the likeliest value written, and
 share of the values' probability mass) and ``<field>_logprobs`` (every value's) beside it. The fields after it
 were generated after the generated value; when scoring picks another (rare: the grammar's greedy choice is token by
 token, scoring is over whole values), ``json`` is the object as written, scored values in, validated again.
+Every field of every row in a block is scored in one engine call (``score_continuations_each``: many prompts to
+a forward pass), not one pass per field per row: each field is conditioned on generated text only, never on
+another field's score.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -20,7 +24,14 @@ import pyarrow as pa
 
 from phifleet.engine.chat_template import render_chat_prompt
 from phifleet.engine.prompts import DEFAULT_EXTRACT_INSTRUCTION
-from phifleet.engine.types import GenerationRequest, Prompt, ResponseFormat, SamplingParams, probabilities
+from phifleet.engine.types import (
+    GenerationRequest,
+    GenerationResult,
+    Prompt,
+    ResponseFormat,
+    SamplingParams,
+    probabilities,
+)
 from phifleet.engine.validation import RequestValidator
 from phifleet.jobs.config import ExtractTask
 from phifleet.jobs.json_columns import arrow_value, choices, property_fields
@@ -92,6 +103,26 @@ def field_value_spans(text: str) -> dict[str, tuple[int, int]]:
             i += 1
 
 
+@dataclass
+class _Draft:
+    """A generated row's object, checked, waiting for its enum/boolean fields' scores (one request per field)."""
+
+    result: GenerationResult
+    obj: dict[str, Any]
+    fields: list[str]  # the fields to score, in the schema's order
+    requests: list[tuple[list[int], list[list[int]]]]  # (prompt ids, options) per field
+
+
+def _row_scores(scores: list[list[float] | Exception]) -> list[list[float]] | Exception:
+    """A row's field scores, or the first exception among them: a field that cannot be scored fails its row."""
+    rows: list[list[float]] = []
+    for s in scores:
+        if isinstance(s, Exception):
+            return s
+        rows.append(s)
+    return rows
+
+
 class ExtractKind(JobKind[ExtractTask]):
     kind = "extract"
 
@@ -141,21 +172,29 @@ class ExtractKind(JobKind[ExtractTask]):
                 seqs.append(exc)
         live = [s for s in seqs if not isinstance(s, Exception)]
         results = iter(engine.generate_each(live))
-        out: list[dict[str, Any] | Exception] = []
+        drafts: list[_Draft | Exception] = []
         for seq in seqs:
             if isinstance(seq, Exception):
-                out.append(seq)
+                drafts.append(seq)
                 continue
             result = next(results)
             try:
                 if isinstance(result, Exception):
                     raise result
-                out.append(self._answer(engine, seq, result))
+                drafts.append(self._draft(engine, seq, result))
             except Exception as exc:  # this row's error; the block goes on
-                out.append(exc)
-        return out
+                drafts.append(exc)
+        return self._finish_all(engine, drafts)
 
-    def _answer(self, engine: Engine, seq: Seq, result: Any) -> dict[str, Any]:
+    def _answer(self, engine: Engine, seq: Seq, result: GenerationResult) -> dict[str, Any]:
+        """One row's output: what ``run`` does for every row of a block at once."""
+        (output,) = self._finish_all(engine, [self._draft(engine, seq, result)])
+        if isinstance(output, Exception):
+            raise output
+        return output
+
+    def _draft(self, engine: Engine, seq: Seq, result: GenerationResult) -> _Draft:
+        """The row's object, checked, and the scoring request of each enum/boolean field in it."""
         if result.finish_reason != "stop":
             raise RowError(
                 f"the object was not finished within max_tokens ({self.task.max_tokens} tokens): raise max_tokens",
@@ -167,22 +206,65 @@ class ExtractKind(JobKind[ExtractTask]):
         except ValueError:
             parsed = None
         obj = self._valid(parsed if isinstance(parsed, dict) else None, result.text)
-        probability: dict[str, float] = {}
-        logprobs: dict[str, dict[str, float]] = {}
-        scored = [name for name in self.shape.choices if name in obj]  # an optional field left out is not scored
-        if scored:
+        fields = [name for name in self.shape.choices if name in obj]  # an optional field left out is not scored
+        requests: list[tuple[list[int], list[list[int]]]] = []
+        if fields:
             spans = field_value_spans(result.text)
             ids = list(result.token_ids)
             # where each generated token ends in the text, as the detokenizer wrote it (control tokens dropped)
             offsets = [len(engine.tokenizer.decode(ids[:k], skip_special_tokens=True)) for k in range(len(ids) + 1)]
-            for name in scored:
+            for name in fields:
                 values = self.shape.choices[name]
-                scores = self._score(engine, seq, result.text, ids, offsets, spans[name], values)
-                logprobs[name] = {_key(v): s for v, s in zip(values, scores, strict=True)}
-                shares = probabilities(logprobs[name])
-                best = max(range(len(values)), key=scores.__getitem__)
-                obj[name] = values[best]  # filled by scoring: the likeliest value as a whole, not token by token
-                probability[name] = shares[_key(values[best])]
+                requests.append(self._continuations(engine, seq, result.text, ids, offsets, spans[name], values))
+        return _Draft(result, obj, fields, requests)
+
+    def _finish_all(self, engine: Engine, drafts: list[_Draft | Exception]) -> list[dict[str, Any] | Exception]:
+        """Every draft's fields scored in one call, then each row's output or its own error."""
+        out: list[dict[str, Any] | Exception] = []
+        for draft, scores in zip(drafts, self._score_all(engine, drafts), strict=True):
+            if isinstance(draft, Exception) or isinstance(scores, Exception):
+                out.append(draft if isinstance(draft, Exception) else scores)
+                continue
+            try:
+                out.append(self._finish(draft, scores))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    def _score_all(self, engine: Engine, drafts: list[_Draft | Exception]) -> list[list[list[float]] | Exception]:
+        """Each draft's field scores (or the exception that failed the row). All fields of all rows go in one call:
+        each is conditioned on the generated text before it, not on another field's score, so none waits for
+        another. If the call fails as a whole, the rows are scored apart, so only the rows that fail it fail."""
+        items = [request for d in drafts if isinstance(d, _Draft) for request in d.requests]
+        try:
+            scored = iter(engine.score_continuations_each(items) if items else [])
+        except Exception:
+            return [self._score_alone(engine, d) for d in drafts]
+        return [d if isinstance(d, Exception) else _row_scores([next(scored) for _ in d.requests]) for d in drafts]
+
+    def _score_alone(self, engine: Engine, draft: _Draft | Exception) -> list[list[float]] | Exception:
+        if isinstance(draft, Exception):
+            return draft
+        if not draft.requests:
+            return []
+        try:
+            return _row_scores(engine.score_continuations_each(draft.requests))
+        except Exception as exc:
+            return exc
+
+    def _finish(self, draft: _Draft, scores: list[list[float]]) -> dict[str, Any]:
+        """The scored values filled in (the likeliest as a whole, not token by token), checked, as the output."""
+        obj, result = draft.obj, draft.result
+        probability: dict[str, float] = {}
+        logprobs: dict[str, dict[str, float]] = {}
+        for name, row in zip(draft.fields, scores, strict=True):
+            values = self.shape.choices[name]
+            logprobs[name] = {_key(v): s for v, s in zip(values, row, strict=True)}
+            shares = probabilities(logprobs[name])
+            best = max(range(len(values)), key=row.__getitem__)
+            obj[name] = values[best]
+            probability[name] = shares[_key(values[best])]
+        if draft.fields:
             obj = self._valid(obj, result.text)  # a scored value stays inside the schema
         output = {
             "object": obj,
@@ -205,7 +287,7 @@ class ExtractKind(JobKind[ExtractTask]):
             raise RowError(f"the output does not validate against the schema: {reason}", code="invalid_output")
         return obj
 
-    def _score(
+    def _continuations(
         self,
         engine: Engine,
         seq: Seq,
@@ -214,16 +296,17 @@ class ExtractKind(JobKind[ExtractTask]):
         offsets: list[int],
         span: tuple[int, int],
         values: list[Any],
-    ) -> list[float]:
-        """Log-probability of each value right after the prompt and the object's text before it, as the model would
-        write it: from the last token boundary before the value to the first one after it, so the text around the
-        value (a space, the closing quote merged with a comma) is tokenized as in the generated object."""
+    ) -> tuple[list[int], list[list[int]]]:
+        """The prompt and the options to score one field's values by: each value as the model would write it, from
+        the last token boundary before the value to the first one after it, so the text around the value (a space,
+        the closing quote merged with a comma) is tokenized as in the generated object; the prompt is the row's and
+        the object's tokens before that boundary."""
         start, end = span
         cut = max(k for k, o in enumerate(offsets) if o <= start)
         after = min((o for o in offsets if o >= end), default=len(text))
         lead, tail = text[offsets[cut] : start], text[end:after]
         options = [engine.encode(lead + json.dumps(v, ensure_ascii=False) + tail) for v in values]
-        return engine.score_continuations(seq.prompt_ids + ids[:cut], options)
+        return seq.prompt_ids + ids[:cut], options
 
     def result_row(self, rid: str, output: dict[str, Any], source: str, line: int) -> dict[str, Any]:
         return {"id": rid, **self.shape.flatten(output), "model": self.model_name, "source": source, "line": line}

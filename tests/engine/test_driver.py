@@ -95,6 +95,38 @@ def test_a_failed_step_fails_its_requests_once_and_the_loop_goes_on(driver, engi
     assert driver.loop.pool.used_blocks == len(driver.loop.prefix_cache)  # nothing but cached prompt blocks
 
 
+def test_a_failed_step_spares_the_requests_waiting_for_a_place(tiny_dir, monkeypatch):
+    """One place in the batch: the request in it fails with the step, the one queued behind it then runs."""
+    from phifleet.engine import Engine, EngineConfig
+
+    engine = Engine(EngineConfig(model=str(tiny_dir), max_batch_size=1))
+    driver = EngineDriver(engine)
+    try:
+        real = driver.loop.runner.forward
+        broken = {"left": 1}
+
+        def forward(batch):
+            if broken["left"]:
+                broken["left"] -= 1
+                raise RuntimeError("device fell over")
+            return real(batch)
+
+        monkeypatch.setattr(driver.loop.runner, "forward", forward)
+        gate = threading.Event()
+        held = driver.call(gate.wait)  # both submissions reach the scheduler together, before any step
+        first = collect(driver, engine, PROMPTS[1], 5)
+        second = collect(driver, engine, PROMPTS[2], 5)
+        gate.set()
+        held.result(60)
+        failed = drain(first)
+        assert len(failed) == 1 and "device fell over" in str(failed[0])
+        assert drain(second)[-1].completion_tokens == 5
+        assert driver.stats.submitted["stream"] == 2
+    finally:
+        driver.close()
+        engine.close()
+
+
 def test_a_cancelled_request_stops_and_frees_its_blocks(driver, engine):
     q = collect(driver, engine, PROMPTS[2], 2000)
     q.get(timeout=60)

@@ -122,6 +122,16 @@ def test_too_long_for_the_pool_fails_that_request_alone(model, engine):
     assert small.finish_reason == "length" and len(small.token_ids) == 4
 
 
+def test_longer_than_the_context_window_fails_that_request_alone(model, engine):
+    """The pool could hold it, the model's context cannot: refused at the loop too, not only by the validator."""
+    loop = make_loop(model, max_model_len=64)
+    big = seq_of(engine, PROMPTS[0], 200)
+    small = seq_of(engine, PROMPTS[4], 4)
+    run_all(loop, [big, small])
+    assert big.error is not None and "context window of 64 tokens" in str(big.error)
+    assert small.finish_reason == "length" and len(small.token_ids) == 4
+
+
 def test_seeded_sampling_is_the_same_whatever_else_is_in_the_batch(model, engine):
     params = dict(temperature=0.9, top_p=0.9, top_k=50, seed=1234)
     alone = run_all(make_loop(model), [seq_of(engine, PROMPTS[1], 16, **params)])[0]
@@ -151,3 +161,13 @@ def test_a_decode_step_copies_to_the_host_once(model, engine, monkeypatch):
     loop.step()
     monkeypatch.undo()
     assert calls == ["tolist"]
+
+
+def test_the_kv_sizing_reserves_every_captured_graphs_logits():
+    """Each (batch bucket, width) key DecodeGraphs can capture keeps a [rows, vocab] logits tensor alive."""
+    from phifleet.engine.cuda_graphs import BATCH_BUCKETS, block_bucket, bucket, kept_bytes
+
+    max_rows, max_blocks, vocab = 40, 100, 7
+    buckets = (*(b for b in BATCH_BUCKETS if b < max_rows), max_rows)
+    keys = {(bucket(r, buckets), block_bucket(w)) for r in range(1, max_rows + 1) for w in range(1, max_blocks + 1)}
+    assert kept_bytes(max_rows, max_blocks, vocab, 2) == sum(rows for rows, _ in keys) * vocab * 2

@@ -8,6 +8,9 @@ from transformers import AutoModelForCausalLM
 
 from phifleet.engine.chat_template import render_chat
 from phifleet.engine.generation_loop import GenerationLoop, LoopConfig
+from phifleet.engine.kv_pool import KVPool, KVShape
+from phifleet.engine.prefix_cache import PrefixCache, block_names
+from phifleet.engine.scheduler import Scheduler
 from phifleet.engine.scoring import label_logprobs
 from tests.engine.test_generation_loop import hf_greedy, run_all, seq_of
 
@@ -86,6 +89,27 @@ def test_generation_reusing_cached_prefix_blocks_matches_hugging_face(model, eng
     assert got == [hf_greedy(model, s.prompt_ids, 8) for s in later]
 
 
+def test_requests_arriving_together_compute_their_common_prefix_once(model, engine):
+    """A wave with one system prompt: the first request computes it, the rest wait for it and share it."""
+    system = render_chat([{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": "x"}])[:-30]
+    seqs = [seq_of(engine, system + t, 6) for t in TEXTS]
+    loop = loop_of(model, max_step_tokens=256)  # room for every prompt in one step: all would start together
+    computed = {"tokens": 0}
+    real = loop.runner.forward
+
+    def forward(batch):
+        computed["tokens"] += batch.input_ids.shape[0]
+        return real(batch)
+
+    loop.runner.forward = forward
+    got = run_all(loop, seqs)
+    shared_blocks = len(engine.encode(system)) // loop.pool.block_size - 1  # the last may tokenize differently
+    assert loop.prefix_cache.hits >= (len(seqs) - 1) * shared_blocks
+    prompts = sum(len(s.prompt_ids) for s in seqs)
+    assert computed["tokens"] < prompts - (len(seqs) - 1) * shared_blocks * loop.pool.block_size + 6 * len(seqs)
+    assert got == [hf_greedy(model, s.prompt_ids, 6) for s in seqs]
+
+
 def test_cached_blocks_give_way_when_the_pool_is_full(model, engine):
     """A pool that fits about one request: every earlier prompt's cached blocks are evicted for the next."""
     loop = loop_of(model, kv_tokens=140)
@@ -151,3 +175,58 @@ def test_a_request_that_can_never_be_admitted_fails_instead_of_waiting_forever(m
         loop.step()
     assert seq.error is not None and "KV blocks" in str(seq.error) and not loop.has_work()
     loop.pool.release(held)
+
+
+def small_pool(blocks: int = 12) -> KVPool:
+    return KVPool(KVShape(1, 1, 1, 2, blocks, torch.float32), torch.device("cpu"))
+
+
+def cached_and_done(cache: PrefixCache, tokens: list[int]) -> None:
+    """A request computed ``tokens``, cached its full blocks and finished: the cache alone holds them."""
+    pool = cache.pool
+    n = len(tokens) // pool.block_size
+    blocks = pool.allocate(n)
+    cache.insert(block_names(tokens, pool.block_size, n), blocks)
+    pool.release(blocks)
+
+
+def test_eviction_shortens_a_chain_from_its_end_so_what_stays_is_reachable():
+    pool = small_pool()
+    cache = PrefixCache(pool)
+    tokens = list(range(8))  # four blocks of two
+    cached_and_done(cache, tokens)
+    blocks, _ = cache.match(tokens, 8)  # a hit touches the chain in order: its first block is the oldest
+    pool.release(blocks)
+    assert cache.evict(1) == 1
+    blocks, _ = cache.match(tokens, 8)
+    pool.release(blocks)
+    assert len(blocks) == 3  # the leading three blocks still serve; the last one went
+    assert pool.used_blocks == len(cache) == 3
+
+
+def test_a_block_in_use_keeps_the_blocks_before_it_cached():
+    pool = small_pool()
+    cache = PrefixCache(pool)
+    shared = [1, 2, 3, 4]
+    cached_and_done(cache, [*shared, 5, 6])
+    cached_and_done(cache, [*shared, 7, 8])
+    held, _ = cache.match([*shared, 5, 6, 9], 6)  # a running request holds the first chain
+    assert len(held) == 3
+    assert cache.evictable() == 1  # only the other branch's own block
+    assert cache.evict(10) == 1
+    pool.release(held)
+    assert cache.evictable() == len(cache) == 3
+    cache.clear()
+    assert pool.used_blocks == 0
+
+
+def test_the_cache_is_left_alone_when_evicting_it_would_not_make_room():
+    pool = small_pool()  # 11 usable blocks
+    cache = PrefixCache(pool)
+    scheduler = Scheduler(pool, 4, 64, 2048, prefix_cache=cache)
+    cached_and_done(cache, list(range(8)))  # 4 cached blocks
+    running = pool.allocate(5)  # a request's own blocks; 2 stay free
+    assert not scheduler._make_room(7)  # 5 short, 4 evictable: the request waits, the cache stays
+    assert len(cache) == 4
+    assert scheduler._make_room(6) and len(cache) == 0
+    pool.release(running)
