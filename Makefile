@@ -42,6 +42,7 @@ test-fast: setup
 bench: setup
 	$(PY) bench/tiny_model.py
 	$(PY) bench/engine_cpu.py
+	$(PY) bench/extract_cpu.py
 	$(PY) bench/jobs_cpu.py
 	$(PY) bench/serve_cpu.py
 	$(PY) bench/serve_stream_cpu.py

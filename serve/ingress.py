@@ -272,41 +272,34 @@ class OpenAIIngress:
                     s.cancel()
 
         async def body() -> AsyncIterator[str]:
-            # The events of one delta travel as one body message (role with the first text; the last finish with
-            # usage and [DONE]): each message is a Ray streaming item to the proxy, the cost of a stream on a busy
-            # host, while SSE readers split events by their blank lines whatever the chunking.
             prompt_tokens = completion_tokens = 0
             first_token = True
-            pending: list[str] = []
-            last = len(streams) - 1
             for i, (first, s) in enumerate(zip(firsts, streams, strict=True)):
                 if (role := chunks.role(i)) is not None:
-                    pending.append(sse(role))
+                    yield sse(role)
                 delta = first
                 while delta is not None:
                     if delta.text or delta.logprobs:  # a token may hold half a character: logprobs, no text yet
                         if first_token and delta.text:
                             first_token = False
                             self.metrics.ttft.observe(time.perf_counter() - started, tags={"route": url})
-                        pending.append(sse(chunks.text(i, delta.text, logprobs=delta.logprobs)))
+                        yield sse(chunks.text(i, delta.text, logprobs=delta.logprobs))
                     if delta.finish_reason:
-                        pending.append(sse(chunks.finish(i, delta.finish_reason)))
+                        yield sse(chunks.finish(i, delta.finish_reason))
                         prompt_tokens = delta.prompt_tokens
                         completion_tokens += delta.completion_tokens
-                    if pending and not (delta.finish_reason and i == last):
-                        yield "".join(pending)
-                        pending = []
                     try:
                         delta = await s.__anext__()
                     except StopAsyncIteration:
                         delta = None
                     except Exception as exc:  # headers are sent: the error travels as the stream's last event
-                        yield "".join([*pending, sse_error(self._failure_error(exc)), SSE_DONE])
+                        yield sse_error(self._failure_error(exc))
+                        yield SSE_DONE
                         return
             self.metrics.tokens(url, prompt_tokens, completion_tokens)
             if parsed.include_usage:
-                pending.append(sse(chunks.usage(prompt_tokens, completion_tokens)))
-            yield "".join([*pending, SSE_DONE])
+                yield sse(chunks.usage(prompt_tokens, completion_tokens))
+            yield SSE_DONE
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

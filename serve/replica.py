@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ray import serve
@@ -34,50 +33,6 @@ class _Call:
         return self.future.done()  # cancelled: the caller went away
 
 
-class _Mailbox:
-    """Deltas from the engine thread to one stream's coroutine, waking the event loop only when that coroutine is
-    waiting for them: per token, an ``asyncio.Queue`` fed by ``call_soon_threadsafe`` wakes the loop once per
-    token and stream, and on a busy host those wake-ups cost more than the tokens. A deque's append and popleft
-    are atomic, so the engine thread never takes a lock."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._items: deque[StreamDelta | BaseException] = deque()
-        self._ready = asyncio.Event()
-        self._waiting = False
-        self._wake_pending = False
-
-    def put(self, item: StreamDelta | BaseException) -> None:
-        """Any thread."""
-        self._items.append(item)
-        if self._waiting and not self._wake_pending:
-            self._wake_pending = True
-            self._loop.call_soon_threadsafe(self._wake)
-
-    def _wake(self) -> None:
-        self._wake_pending = False
-        self._ready.set()
-
-    def take(self) -> list[StreamDelta | BaseException]:
-        """What has arrived, without waiting (the event loop's thread)."""
-        items = []
-        while self._items:
-            items.append(self._items.popleft())
-        return items
-
-    async def get(self) -> list[StreamDelta | BaseException]:
-        """At least one item (the event loop's thread)."""
-        while not self._items:
-            self._ready.clear()
-            self._waiting = True
-            try:
-                if not self._items:  # an item put before _waiting was set woke nobody: look again
-                    await self._ready.wait()
-            finally:
-                self._waiting = False
-        return self.take()
-
-
 class _Stream:
     """One streaming request between the replica's event loop and the engine thread."""
 
@@ -85,7 +40,7 @@ class _Stream:
 
     def __init__(self, request: GenerationRequest, seq: Sequence) -> None:
         self.request, self.seq = request, seq
-        self.queue = _Mailbox(asyncio.get_running_loop())
+        self.queue: asyncio.Queue[StreamDelta | BaseException] = asyncio.Queue()
         self.cancelled = False
 
     @property
@@ -108,6 +63,12 @@ def _settle(future: asyncio.Future, result: object, exc: BaseException | None) -
         future.set_exception(exc)
     else:
         future.set_result(result)
+
+
+def _to_queue(queue: asyncio.Queue) -> Callable[[StreamDelta | BaseException], None]:
+    """A driver listener that hands each item to a stream's queue on the replica's event loop."""
+    loop = asyncio.get_running_loop()
+    return lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)
 
 
 @serve.deployment
@@ -199,7 +160,7 @@ class Phi4Replica:
         when the caller goes away (the ingress cancels), this request leaves the batch at the next step."""
         st = _Stream(request, await self._prepare(request))
         if self.driver is not None:
-            self.driver.submit(st.seq, st.queue.put, "stream")
+            self.driver.submit(st.seq, _to_queue(st.queue), "stream")
             self.metrics.queue_depth.set(self.waiting)
         else:
             self._submit(st)
@@ -210,12 +171,13 @@ class Phi4Replica:
         last_sent = -interval  # the first delta goes at once
         try:
             while True:
-                items = await st.queue.get()
+                items = [await st.queue.get()]
                 wait = last_sent + interval - loop.time()
-                final = isinstance(items[-1], BaseException) or items[-1].finish_reason is not None
+                final = isinstance(items[0], BaseException) or items[0].finish_reason is not None
                 if wait > 0 and not final:
                     await asyncio.sleep(wait)  # let the next steps' tokens join this chunk
-                items += st.queue.take()
+                while not st.queue.empty():
+                    items.append(st.queue.get_nowait())
                 last_sent = loop.time()
                 for item in items:
                     if isinstance(item, BaseException):
@@ -237,16 +199,18 @@ class Phi4Replica:
             self.metrics.running_streams.set(self.running_streams)
 
     async def _stream_batch(self, batch: list[_Stream]) -> None:
+        loop = asyncio.get_running_loop()
+
         def run() -> None:
             items = self.engine.stream_batch([st.seq for st in batch], cancelled=lambda i: batch[i].cancelled)
             for i, item in items:
-                batch[i].queue.put(item)
+                loop.call_soon_threadsafe(batch[i].queue.put_nowait, item)
 
         try:
             await self._run(run)
         except Exception as exc:  # the engine failed under the whole batch: every stream gets the error
             for st in batch:
-                st.queue.put(exc)
+                st.queue.put_nowait(exc)
 
     async def _generate_continuous(self, seq: Sequence) -> GenerationResult:
         loop = asyncio.get_running_loop()
