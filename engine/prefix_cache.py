@@ -70,6 +70,8 @@ class PrefixCache:
         """Register computed full blocks under their names (a name already cached keeps its block); ``parent`` is
         the name of the block before ``names[0]``."""
         for name, block in zip(names, blocks, strict=False):
+            if parent != ROOT and parent not in self._blocks:
+                return  # its parent is not cached (another block holds that name, or it went): unreachable
             if name not in self._blocks and block not in self._names:
                 self.pool.share(block)
                 self._blocks[name] = block
@@ -78,19 +80,33 @@ class PrefixCache:
                 self._children[parent] = self._children.get(parent, 0) + 1
             parent = name
 
-    def evict(self, wanted: int) -> int:
+    def evict(self, wanted: int, exact: bool = False) -> int:
         """Free up to ``wanted`` blocks that nothing but the cache holds, least recently used leaves first (a
-        parent goes once its last cached child has); returns how many."""
-        freed = 0
-        for name in list(self._blocks):
-            while freed < wanted and name in self._blocks and self._removable(name):
-                parent = self._parent[name]
-                self._remove(name)
-                freed += 1
-                name = parent  # the chain shortens from its end: its parent may be a leaf now
-            if freed >= wanted:
+        parent goes once its last cached child has); with ``exact``, all ``wanted`` or none (a request that must
+        wait anyway leaves the cache as it is). Returns how many. Stops looking once it has found them: the
+        scheduler asks on every block a decode crosses, and the cache can hold most of the pool."""
+        victims: list[bytes] = []
+        chosen: set[bytes] = set()
+        going: dict[bytes, int] = {}  # children of a name already chosen
+        for name in self._blocks:  # least recently used first; nothing changes while looking
+            while (
+                len(victims) < wanted
+                and name in self._blocks
+                and name not in chosen
+                and self._children.get(name, 0) == going.get(name, 0)
+                and self.pool.refs(self._blocks[name]) == 1
+            ):
+                victims.append(name)
+                chosen.add(name)
+                name = self._parent[name]  # the chain shortens from its end: its parent may be a leaf now
+                going[name] = going.get(name, 0) + 1
+            if len(victims) >= wanted:
                 break
-        return freed
+        if exact and len(victims) < wanted:
+            return 0
+        for name in victims:
+            self._remove(name)
+        return len(victims)
 
     def evictable(self) -> int:
         """Blocks ``evict`` could free now: held by the cache alone, and so is every cached block after them."""

@@ -212,8 +212,8 @@ class Scheduler:
         """Whether ``blocks`` are free, evicting cached prefix blocks nobody uses if that is what it takes (and only
         then: a request that must wait anyway leaves the cache as it is)."""
         short = blocks - self.pool.free_blocks
-        if short > 0 and self.prefix_cache is not None and self.prefix_cache.evictable() >= short:
-            self.prefix_cache.evict(short)
+        if short > 0 and self.prefix_cache is not None:
+            self.prefix_cache.evict(short, exact=True)
         return blocks <= self.pool.free_blocks
 
     def _decodes(self) -> list[Running]:

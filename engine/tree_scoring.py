@@ -122,23 +122,28 @@ class TreeScorer:
         if self.cache is not None:
             shared, _ = self.cache.match(prompt, len(prompt) - 1)
         need = self.pool.blocks_for(len(prompt) + branch_len) - len(shared)
-        short = need - self.pool.free_blocks
-        # Alone, it takes what it needs (preempting generations after the cache); beside a group it waits for the
-        # group to run unless the cache alone makes room.
-        if short > 0 and self.cache is not None and (not others_waiting or self.cache.evictable() >= short):
-            self.cache.evict(short)
+        # Alone, it takes what it needs: cached blocks first, then generations' (preempted: they resume later,
+        # and the prompt blocks they leave cached are evicted before the next one is preempted). Beside a group it
+        # waits for the group to run unless the cache alone makes room.
+        self._evict(need, exact=others_waiting)
         if need > self.pool.free_blocks and others_waiting:
             self.pool.release(shared)
             return None, 0
         scheduler = self.loop.scheduler
-        while need > self.pool.free_blocks and scheduler.running:  # generations in flight make room; they resume
+        while need > self.pool.free_blocks and scheduler.running:
             scheduler.preempt(max(scheduler.running, key=lambda r: r.order))
+            self._evict(need, exact=False)
         if need > self.pool.free_blocks:
             self.pool.release(shared)
             raise OutOfBlocks(
                 f"a {len(prompt)}-token prompt and its labels need {need} free KV blocks; {self.pool.free_blocks} are"
             )
         return shared + self.pool.allocate(need), len(shared) * self.bs
+
+    def _evict(self, need: int, exact: bool) -> None:
+        short = need - self.pool.free_blocks
+        if short > 0 and self.cache is not None:
+            self.cache.evict(short, exact=exact)
 
     def _prefill_alone(self, prompt: list[int], blocks: list[int], computed: int, branch_len: int) -> int:
         """Prompt chunks that would not fit one step beside the branches, computed ahead (no logits)."""

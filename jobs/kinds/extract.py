@@ -23,6 +23,7 @@ import jsonschema
 import pyarrow as pa
 
 from phifleet.engine.chat_template import render_chat_prompt
+from phifleet.engine.errors import InvalidRequestError
 from phifleet.engine.prompts import DEFAULT_EXTRACT_INSTRUCTION
 from phifleet.engine.types import (
     GenerationRequest,
@@ -113,10 +114,13 @@ class _Draft:
     requests: list[tuple[list[int], list[list[int]]]]  # (prompt ids, options) per field
 
 
-def _row_scores(scores: list[list[float] | Exception]) -> list[list[float]] | Exception:
-    """A row's field scores, or the first exception among them: a field that cannot be scored fails its row."""
+def _row_scores(fields: list[str], scores: list[list[float] | Exception]) -> list[list[float]] | Exception:
+    """A row's field scores, or the first field's error: a field that cannot be scored fails its row (named by
+    the field: the engine's own ``param`` indexes a flat list of the block's fields, meaningless in a row)."""
     rows: list[list[float]] = []
-    for s in scores:
+    for name, s in zip(fields, scores, strict=True):
+        if isinstance(s, InvalidRequestError):
+            return RowError(f"field {name!r} could not be scored: {s.message}", param=name)
         if isinstance(s, Exception):
             return s
         rows.append(s)
@@ -240,7 +244,9 @@ class ExtractKind(JobKind[ExtractTask]):
             scored = iter(engine.score_continuations_each(items) if items else [])
         except Exception:
             return [self._score_alone(engine, d) for d in drafts]
-        return [d if isinstance(d, Exception) else _row_scores([next(scored) for _ in d.requests]) for d in drafts]
+        return [
+            d if isinstance(d, Exception) else _row_scores(d.fields, [next(scored) for _ in d.requests]) for d in drafts
+        ]
 
     def _score_alone(self, engine: Engine, draft: _Draft | Exception) -> list[list[float]] | Exception:
         if isinstance(draft, Exception):
@@ -248,7 +254,7 @@ class ExtractKind(JobKind[ExtractTask]):
         if not draft.requests:
             return []
         try:
-            return _row_scores(engine.score_continuations_each(draft.requests))
+            return _row_scores(draft.fields, engine.score_continuations_each(draft.requests))
         except Exception as exc:
             return exc
 

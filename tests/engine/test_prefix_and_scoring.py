@@ -230,3 +230,69 @@ def test_the_cache_is_left_alone_when_evicting_it_would_not_make_room():
     assert len(cache) == 4
     assert scheduler._make_room(6) and len(cache) == 0
     pool.release(running)
+
+
+def test_scoring_evicts_what_a_preempted_generation_leaves_cached(model, engine):
+    """A pool all but full of one generation: preempting it leaves its prompt blocks to the cache alone, and the
+    scorer evicts them too rather than failing with OutOfBlocks."""
+    prompts, labels = prompts_and_labels(engine)
+    need = -(-(len(prompts[0]) + sum(len(label) - 1 for label in labels)) // 4)
+    loop = loop_of(model, kv_tokens=need * 4, max_step_tokens=256)
+    words = "Once upon a time a lamp and a kettle argued about which of them was brighter in the morning light"
+    gen = seq_of(engine, words, 3)
+    while (need - 2) * 4 < len(gen.prompt_ids) + 1:  # the generation must fit the pool
+        gen = seq_of(engine, " ".join(words.split()[:-3]), 3)
+        words = " ".join(words.split()[:-3])
+    loop.add(gen)
+    loop.step()
+    cached = len(loop.prefix_cache)
+    assert cached >= 1 and need > loop.pool.capacity - cached  # preemption alone would not make the room
+    scores = loop.score(prompts[:1], labels)
+    assert len(scores[0]) == len(labels) and loop.scheduler.preemptions == 1
+    while loop.has_work():
+        loop.step()
+    assert gen.finish_reason == "length" and len(gen.token_ids) == 3
+
+
+def test_eviction_is_all_or_nothing_when_asked_and_stops_looking_once_it_has_found_enough():
+    """The scheduler asks on every block a decode crosses, with the cache holding most of the pool: finding one
+    victim must not walk the whole cache (it did: ~14 ms per decode step at 30K cached blocks, 0.7 ms after)."""
+    pool = small_pool(blocks=400)
+    cache = PrefixCache(pool)
+    for start in range(0, 380, 4):
+        cached_and_done(cache, [*range(1000 + start, 1004 + start), start, start + 1])  # chains of 3 blocks
+    looked = {"n": 0}
+    real = pool.refs
+
+    def refs(block: int) -> int:
+        looked["n"] += 1
+        return real(block)
+
+    pool.refs = refs
+    assert cache.evict(2, exact=True) == 2
+    assert looked["n"] <= 8  # two leaves and their parents, not the ~280 cached blocks
+    held, _ = cache.match([*range(1100, 1104), 100, 101], 6)
+    before = len(cache)
+    assert cache.evict(len(cache), exact=True) == 0 and len(cache) == before  # held blocks pin their chain
+    assert cache.evict(len(cache)) == before - len(held)
+    pool.release(held)
+
+
+def test_blocks_under_a_parent_the_cache_does_not_hold_are_not_cached():
+    """A request that computed a block the cache already names with another block: its later blocks would hang
+    under a name whose block is not theirs, reachable by no lookup."""
+    pool = small_pool()
+    cache = PrefixCache(pool)
+    tokens = [1, 2, 3, 4, 5, 6]
+    names = block_names(tokens, 2, 3)
+    mine = pool.allocate(3)
+    cache.insert(names[:1], [mine[0]])
+    other = pool.allocate(3)  # the same tokens computed again by a request admitted beside the first
+    cache.insert(names[:1], [other[0]])  # the name keeps its first block
+    cache.insert(names[1:], other[1:], parent=block_names([9, 9], 2, 1)[0])  # a parent it never cached
+    assert len(cache) == 1
+    cache.insert(names[1:], mine[1:], parent=names[0])
+    pool.release(mine + other)
+    blocks, _ = cache.match(tokens, 6)
+    assert blocks == mine
+    pool.release(blocks)

@@ -95,3 +95,21 @@ def test_a_row_whose_scoring_fails_is_that_rows_error_not_the_blocks(kind, engin
         if i != 1:
             assert g["object"] == w["object"]
             assert all(abs(g["logprobs"]["sentiment"][k] - v) < 1e-5 for k, v in w["logprobs"]["sentiment"].items())
+
+
+def test_a_field_the_engine_refuses_to_score_names_the_field_in_its_rows_error(kind, engine, passes):
+    """The engine answers a bad item with its own InvalidRequestError (tests/engine/test_scoring_each.py), whose
+    param indexes the block's flat list of fields; the row's error names the schema field instead."""
+    from phifleet.engine.errors import InvalidRequestError
+    from phifleet.jobs.rows import RowError
+
+    class Refusing(Scoring):
+        def score_continuations_each(self, items):
+            out = super().score_continuations_each(items)
+            out[3] = InvalidRequestError("the prompt exceeds the context window", param="items[3].prompt")
+            return out
+
+    got = run(kind, Refusing(engine, passes))
+    assert isinstance(got[1], RowError) and got[1].param == "recommended"  # row 1's second field is item 3
+    assert "field 'recommended' could not be scored: the prompt exceeds" in str(got[1])
+    assert all(not isinstance(g, Exception) for i, g in enumerate(got) if i != 1)
