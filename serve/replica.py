@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,11 +42,18 @@ class _Stream:
     def __init__(self, request: GenerationRequest, seq: Sequence) -> None:
         self.request, self.seq = request, seq
         self.queue: asyncio.Queue[StreamDelta | BaseException] = asyncio.Queue()
+        self.ended = asyncio.Event()  # the last delta (or the error) is queued: no chunk waits out its interval
         self.cancelled = False
 
     @property
     def dropped(self) -> bool:
         return self.cancelled
+
+    def put(self, item: StreamDelta | BaseException) -> None:
+        """On the event loop's thread."""
+        self.queue.put_nowait(item)
+        if isinstance(item, BaseException) or item.finish_reason is not None:
+            self.ended.set()
 
 
 def _merge(deltas: list[StreamDelta]) -> StreamDelta:
@@ -65,10 +73,10 @@ def _settle(future: asyncio.Future, result: object, exc: BaseException | None) -
         future.set_result(result)
 
 
-def _to_queue(queue: asyncio.Queue) -> Callable[[StreamDelta | BaseException], None]:
-    """A driver listener that hands each item to a stream's queue on the replica's event loop."""
+def _to_stream(st: _Stream) -> Callable[[StreamDelta | BaseException], None]:
+    """A driver listener that hands each item to a stream on the replica's event loop."""
     loop = asyncio.get_running_loop()
-    return lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)
+    return lambda item: loop.call_soon_threadsafe(st.put, item)
 
 
 @serve.deployment
@@ -160,7 +168,7 @@ class Phi4Replica:
         when the caller goes away (the ingress cancels), this request leaves the batch at the next step."""
         st = _Stream(request, await self._prepare(request))
         if self.driver is not None:
-            self.driver.submit(st.seq, _to_queue(st.queue), "stream")
+            self.driver.submit(st.seq, _to_stream(st), "stream")
             self.metrics.queue_depth.set(self.waiting)
         else:
             self._submit(st)
@@ -174,8 +182,10 @@ class Phi4Replica:
                 items = [await st.queue.get()]
                 wait = last_sent + interval - loop.time()
                 final = isinstance(items[0], BaseException) or items[0].finish_reason is not None
-                if wait > 0 and not final:
-                    await asyncio.sleep(wait)  # let the next steps' tokens join this chunk
+                if wait > 0 and not final:  # let the next steps' tokens join this chunk, but not wait past the last
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await st.ended.wait()
                 while not st.queue.empty():
                     items.append(st.queue.get_nowait())
                 last_sent = loop.time()
@@ -204,13 +214,13 @@ class Phi4Replica:
         def run() -> None:
             items = self.engine.stream_batch([st.seq for st in batch], cancelled=lambda i: batch[i].cancelled)
             for i, item in items:
-                loop.call_soon_threadsafe(batch[i].queue.put_nowait, item)
+                loop.call_soon_threadsafe(batch[i].put, item)
 
         try:
             await self._run(run)
         except Exception as exc:  # the engine failed under the whole batch: every stream gets the error
             for st in batch:
-                st.queue.put_nowait(exc)
+                st.put(exc)
 
     async def _generate_continuous(self, seq: Sequence) -> GenerationResult:
         loop = asyncio.get_running_loop()
