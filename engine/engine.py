@@ -26,7 +26,6 @@ from phifleet.engine.scoring import label_logprobs
 from phifleet.engine.sequence import Sequence as Seq
 from phifleet.engine.static_batching import decode_steps, length_buckets
 from phifleet.engine.structured_output import GrammarCompiler
-from phifleet.engine.tree_scoring import TreeScorer
 from phifleet.engine.types import GenerationRequest, GenerationResult, LabelScores, Prompt, StreamDelta
 from phifleet.engine.validation import RequestValidator
 
@@ -299,9 +298,8 @@ class Engine:
             out.append([])
             valid.append(i)
         if valid:
-            scorer = TreeScorer(self.loop())
             prompts = [list(items[i][0]) for i in valid]
-            scores = scorer.score_each(prompts, [[list(o) for o in items[i][1]] for i in valid])
+            scores = self.loop().score_each(prompts, [[list(o) for o in items[i][1]] for i in valid])
             for i, row in zip(valid, scores, strict=True):
                 out[i] = row
         return out

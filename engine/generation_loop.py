@@ -188,6 +188,11 @@ class GenerationLoop:
         """Summed log-probability of each label after each prompt, in one pass per prompt (tree_scoring)."""
         return TreeScorer(self).score(prompts, labels)
 
+    @torch.inference_mode()
+    def score_each(self, prompts: list[list[int]], options: list[list[list[int]]]) -> list[list[float]]:
+        """``score`` with each prompt's own options, many prompts to a forward pass."""
+        return TreeScorer(self).score_each(prompts, options)
+
     def abort(self, seqs: list[Sequence]) -> None:
         """Take these requests out (their blocks freed), finished or not: a step failed as a whole."""
         doomed = set(map(id, seqs))

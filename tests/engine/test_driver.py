@@ -76,7 +76,8 @@ def test_calls_run_between_steps_and_errors_reach_the_caller(driver, engine):
         driver.call(lambda: 1 / 0).result(60)
 
 
-def test_a_failed_step_fails_its_requests_once_and_the_loop_goes_on(driver, engine, monkeypatch):
+def fail_next_forward(driver, monkeypatch) -> None:
+    """The engine's next forward pass raises (a device fault); the ones after it run."""
     real = driver.loop.runner.forward
     broken = {"left": 1}
 
@@ -87,6 +88,10 @@ def test_a_failed_step_fails_its_requests_once_and_the_loop_goes_on(driver, engi
         return real(batch)
 
     monkeypatch.setattr(driver.loop.runner, "forward", forward)
+
+
+def test_a_failed_step_fails_its_requests_once_and_the_loop_goes_on(driver, engine, monkeypatch):
+    fail_next_forward(driver, monkeypatch)
     doomed = collect(driver, engine, PROMPTS[1], 5)
     items = drain(doomed)
     assert len(items) == 1 and "device fell over" in str(items[0])
@@ -102,16 +107,7 @@ def test_a_failed_step_spares_the_requests_waiting_for_a_place(tiny_dir, monkeyp
     engine = Engine(EngineConfig(model=str(tiny_dir), max_batch_size=1))
     driver = EngineDriver(engine)
     try:
-        real = driver.loop.runner.forward
-        broken = {"left": 1}
-
-        def forward(batch):
-            if broken["left"]:
-                broken["left"] -= 1
-                raise RuntimeError("device fell over")
-            return real(batch)
-
-        monkeypatch.setattr(driver.loop.runner, "forward", forward)
+        fail_next_forward(driver, monkeypatch)
         gate = threading.Event()
         held = driver.call(gate.wait)  # both submissions reach the scheduler together, before any step
         first = collect(driver, engine, PROMPTS[1], 5)
